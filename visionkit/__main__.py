@@ -1,0 +1,108 @@
+"""``python -m visionkit [COMMAND] [HYDRA OVERRIDES...]``: dispatch a command to its Hydra app.
+
+Each command is a function ``run(cfg)`` in ``visionkit.commands.<name>``, called inside a Hydra app
+composed from ``conf/<config>.yaml``; ``list`` is a plain argparse command. This module imports
+neither torch nor Lightning, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+DEFAULT_COMMAND = "train"
+
+# command -> (module:function, Hydra primary config or None for a plain argv command)
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "train": ("visionkit.commands.train:run", "train"),
+    "test": ("visionkit.commands.test:run", "train"),
+    "predict": ("visionkit.commands.predict:run", "train"),
+    "analyze": ("visionkit.commands.analyze:run", "train"),
+    "browse": ("visionkit.commands.browse:run", "train"),
+    "list": ("visionkit.commands.list:main", None),
+}
+
+
+def _load(target: str) -> Callable[..., Any]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Turn a VisionkitError into one 'error: ...' line and exit code 2, not a traceback."""
+    from visionkit.errors import VisionkitError
+
+    def task_function(cfg: Any) -> Any:
+        try:
+            return fn(cfg)
+        except VisionkitError as exc:
+            _fail(str(exc))
+        except FileNotFoundError as exc:
+            _fail(f"file not found: {exc.filename or exc}")
+
+    return task_function
+
+
+def _searchpath_override(argv: list[str]) -> list[str]:
+    """Add installed plugins' config directories to Hydra's search path (merged with the user's)."""
+    from visionkit.plugins import plugin_config_dirs
+
+    dirs = [f"file://{d}" for d in plugin_config_dirs()]
+    if not dirs:
+        return argv
+    user = [a for a in argv if a.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
+    rest = [a for a in argv if a not in user]
+    if user:
+        value = user[-1].split("=", 1)[1].strip()
+        existing = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        dirs = existing + dirs
+    return [*rest, f"hydra.searchpath=[{','.join(dirs)}]"]
+
+
+def run_hydra_app(function: Callable[[Any], Any], config_name: str, argv: list[str], prog: str) -> Any:  # fmt: skip
+    """Run ``function`` as a Hydra app over ``argv`` (overrides and Hydra flags)."""
+    import hydra
+
+    from visionkit.plugins import conf_dir
+
+    sys.argv = [prog, *_searchpath_override(argv)]
+    app = hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")
+    return app(_user_errors_to_exit(function))()
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Entry point of ``python -m visionkit`` and the ``visionkit`` script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = DEFAULT_COMMAND
+    if args and not args[0].startswith("-") and "=" not in args[0]:
+        command = args.pop(0)
+        if command not in COMMANDS:
+            import difflib
+
+            close = difflib.get_close_matches(command, COMMANDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            _fail(f"unknown command '{command}'.{hint} Commands: {', '.join(COMMANDS)}")
+    target, config_name = COMMANDS[command]
+    if config_name is None:
+        return _load(target)(args)
+    return run_hydra_app(_load_lazily(target), config_name, args, prog=f"visionkit {command}")
+
+
+def _load_lazily(target: str) -> Callable[[Any], Any]:
+    """Import the command module only when the app runs (so --help and --cfg stay light)."""
+
+    def function(cfg: Any) -> Any:
+        return _load(target)(cfg)
+
+    return function
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per CLI command; each exposes ``run(cfg)`` (Hydra) or ``main(argv)`` (plain)."""

@@ -1,0 +1,94 @@
+"""Loading built-in parts and entry-point plugins; plugin config directories for Hydra.
+
+Entry-point group ``visionkit.plugins``: each entry point names a module (imported for its
+registrations) or a zero-argument callable (called). Group ``visionkit.configs``: each entry point
+names a package whose directory holds Hydra config groups; those become selectable by override.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+from visionkit.errors import PluginError
+
+log = logging.getLogger(__name__)
+
+PLUGIN_GROUP = "visionkit.plugins"
+CONFIG_GROUP = "visionkit.configs"
+
+# Modules whose import registers visionkit's own parts (each package imports its files).
+BUILTIN_MODULES = (
+    "visionkit.layers",
+    "visionkit.models",
+    "visionkit.losses",
+    "visionkit.data",
+    "visionkit.tasks",
+    "visionkit.callbacks",
+)
+
+_loaded: dict[str, str | None] = {}  # entry-point name -> error message (None when loaded)
+
+
+def load_builtins() -> None:
+    """Import every built-in module so its parts are registered."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def load_plugins(strict: bool = False) -> dict[str, str | None]:
+    """Load every ``visionkit.plugins`` entry point once; report and skip broken ones.
+
+    Returns ``{plugin name: error or None}``. With ``strict`` a broken plugin raises PluginError.
+    """
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name not in _loaded:
+            _loaded[ep.name] = _load_one(ep)
+        error = _loaded[ep.name]
+        if error is not None:
+            message = f"plugin '{ep.name}' ({ep.value}) failed to load: {error}"
+            if strict:
+                raise PluginError(message)
+            print(f"warning: {message}; skipped (plugins.strict=true makes this fatal)", file=sys.stderr)  # fmt: skip
+    return dict(_loaded)
+
+
+def _load_one(ep: EntryPoint) -> str | None:
+    try:
+        obj = ep.load()
+        if callable(obj):
+            obj()
+    except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported, never hidden
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def load_all(strict: bool = False) -> None:
+    """Built-ins first, then plugins (a plugin may override a built-in with override=True)."""
+    load_builtins()
+    load_plugins(strict=strict)
+
+
+def plugin_config_dirs() -> list[Path]:
+    """Config directories shipped by installed plugins (``visionkit.configs`` entry points)."""
+    dirs = []
+    for ep in entry_points(group=CONFIG_GROUP):
+        spec = importlib.util.find_spec(ep.value)
+        if spec is None or not spec.submodule_search_locations:
+            print(f"warning: plugin config package '{ep.value}' ({ep.name}) not found; skipped", file=sys.stderr)  # fmt: skip
+            continue
+        dirs.extend(Path(p) for p in spec.submodule_search_locations)
+    return dirs
+
+
+def conf_dir() -> Path:
+    """visionkit's own config tree: inside the wheel (visionkit/conf) or the source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"visionkit config directory not found next to {here}")
