@@ -18,9 +18,9 @@ DEFAULT_COMMAND = "train"
 COMMANDS: dict[str, tuple[str, str | None]] = {
     "train": ("visionkit.commands.train:run", "train"),
     "test": ("visionkit.commands.test:run", "train"),
-    "predict": ("visionkit.commands.predict:run", "train"),
-    "analyze": ("visionkit.commands.analyze:run", "train"),
-    "browse": ("visionkit.commands.browse:run", "train"),
+    "predict": ("visionkit.commands.predict:run", "predict"),
+    "analyze": ("visionkit.commands.analyze:run", "analyze"),
+    "browse": ("visionkit.commands.browse:run", "browse"),
     "list": ("visionkit.commands.list:main", None),
 }
 

@@ -1,0 +1,3 @@
+"""CALLBACKS: finetune schedules and visualisation, registered lazily (they import Lightning)."""
+
+from visionkit.registries import CALLBACKS  # noqa: F401

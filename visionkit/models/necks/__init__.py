@@ -1,0 +1,1 @@
+"""NECKS: feature transforms between backbone and head (e.g. FPN)."""
