@@ -25,11 +25,23 @@ def _distributions() -> dict[str, list[str]]:
     return packages_distributions()
 
 
+@functools.cache
 def source_of(module: str) -> str:
-    """The distribution that ships ``module`` (e.g. ``visionkit``), else the module name itself."""
+    """The distribution that ships ``module`` (e.g. ``visionkit``), else the module name itself.
+
+    Editable installs list no files, so a distribution named like the top-level package (with
+    ``_``/``-`` equivalent) is accepted too.
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
     top = module.split(".", 1)[0]
     dists = _distributions().get(top)
-    return dists[0] if dists else module
+    if dists:
+        return dists[0]
+    try:
+        return distribution(top).metadata["Name"]
+    except PackageNotFoundError:
+        return module
 
 
 @dataclass

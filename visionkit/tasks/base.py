@@ -32,8 +32,8 @@ def plain(value: Any) -> Any:
 class BaseTask(pl.LightningModule):
     """Builds backbone, optional neck and head by registry name; owns optimizer param groups."""
 
-    # metric logged for checkpoint selection; subclasses override
-    monitor: str = "val/loss"
+    # the TASKS key of the subclass, recorded in checkpoints so `test`/`predict` can rebuild it
+    task_name: str = ""
 
     def __init__(
         self,
@@ -142,6 +142,11 @@ class BaseTask(pl.LightningModule):
         interval = sched_cfg.pop("interval", "epoch")
         scheduler = instantiate(sched_cfg)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}  # fmt: skip
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from visionkit import __version__
+
+        checkpoint["visionkit"] = {"task": self.task_name, "version": __version__}
 
     # -- results -----------------------------------------------------------------------------
     def extra_results(self, stage: str) -> dict[str, Any]:

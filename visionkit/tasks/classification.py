@@ -16,7 +16,7 @@ from visionkit.tasks.base import BaseTask
 class ClassificationTask(BaseTask):
     """Batches are ``(images [N,3,H,W], targets)``: int64 [N] indices or float [N,K] soft targets."""
 
-    monitor = "val/acc"
+    task_name = "classification"
 
     def __init__(self, *args: Any, loss: Any = "cross_entropy", label_smoothing: float = 0.0, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, loss=loss, label_smoothing=label_smoothing, **kwargs)

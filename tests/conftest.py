@@ -1,0 +1,85 @@
+"""Shared test fixtures: one generated-data cache per test session, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated datasets, shared by all xdist workers of this session (generation is race-safe)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / "visionkit-data"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_env(data_dir: Path) -> None:
+    """Point the config's data directory at the session cache for in-process runs too."""
+    os.environ["VISIONKIT_DATA_DIR"] = str(data_dir)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)  # two workers share two cores
+
+
+CLI = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, data_dir: Path) -> CLI:
+    """Run ``python -m visionkit ARGS`` as a user would, in ``tmp_path``; returns the process."""
+
+    def run(*args: str, timeout: float = 300, check: bool | None = None, env: dict | None = None):
+        environ = {
+            **os.environ,
+            "VISIONKIT_DATA_DIR": str(data_dir),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore",
+            **(env or {}),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "visionkit", *args],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"visionkit {' '.join(args)} exited {proc.returncode}\n"
+                f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    return run
+
+
+# Small, fast training overrides for CLI tests of any task.
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.accelerator=cpu",
+    "data.num_workers=0",
+    "callbacks.progress=null",
+]
+
+
+@pytest.fixture
+def fast() -> list[str]:
+    """Overrides that make a CLI training run take seconds."""
+    return list(FAST)
