@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
             _fail(f"unknown command '{command}'.{hint} Commands: {', '.join(COMMANDS)}")
     target, config_name = COMMANDS[command]
     if config_name is None:
-        return _load(target)(args)
+        return _user_errors_to_exit(_load(target))(args)
     return run_hydra_app(_load_lazily(target), config_name, args, prog=f"visionkit {command}")
 
 
