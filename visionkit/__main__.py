@@ -8,11 +8,13 @@ neither torch nor Lightning, so ``--help`` is fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 DEFAULT_COMMAND = "train"
+COMMAND_ENV = "VISIONKIT_COMMAND"
 
 # command -> (module:function, Hydra primary config or None for a plain argv command)
 COMMANDS: dict[str, tuple[str, str | None]] = {
@@ -62,11 +64,13 @@ def _searchpath_override(argv: list[str]) -> list[str]:
     if user:
         value = user[-1].split("=", 1)[1].strip()
         existing = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
-        dirs = existing + dirs
+        dirs = existing + [d for d in dirs if d not in existing]
     return [*rest, f"hydra.searchpath=[{','.join(dirs)}]"]
 
 
-def run_hydra_app(function: Callable[[Any], Any], config_name: str, argv: list[str], prog: str) -> Any:  # fmt: skip
+def run_hydra_app(
+    function: Callable[[Any], Any], config_name: str, argv: list[str], prog: str
+) -> Any:
     """Run ``function`` as a Hydra app over ``argv`` (overrides and Hydra flags)."""
     import hydra
 
@@ -80,7 +84,13 @@ def run_hydra_app(function: Callable[[Any], Any], config_name: str, argv: list[s
 def main(argv: Sequence[str] | None = None) -> Any:
     """Entry point of ``python -m visionkit`` and the ``visionkit`` script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    command = DEFAULT_COMMAND
+    # Lightning's DDP launcher re-runs `python -m visionkit <overrides>` for the other ranks,
+    # without the command word: they read it from the environment the launching rank set.
+    command = (
+        os.environ.get(COMMAND_ENV, DEFAULT_COMMAND)
+        if "LOCAL_RANK" in os.environ
+        else DEFAULT_COMMAND
+    )
     if args and not args[0].startswith("-") and "=" not in args[0]:
         command = args.pop(0)
         if command not in COMMANDS:
@@ -90,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             _fail(f"unknown command '{command}'.{hint} Commands: {', '.join(COMMANDS)}")
     target, config_name = COMMANDS[command]
+    os.environ[COMMAND_ENV] = command
     if config_name is None:
         return _user_errors_to_exit(_load(target))(args)
     return run_hydra_app(_load_lazily(target), config_name, args, prog=f"visionkit {command}")

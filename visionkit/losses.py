@@ -16,7 +16,12 @@ class CrossEntropy(nn.Module):
     ``ignore_index`` pixels (semantic segmentation) do not count; ``label_smoothing`` as in torch.
     """
 
-    def __init__(self, label_smoothing: float = 0.0, ignore_index: int = -100, weight: list[float] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        weight: list[float] | None = None,
+    ) -> None:
         super().__init__()
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index

@@ -53,7 +53,10 @@ def load_plugins(strict: bool = False) -> dict[str, str | None]:
             message = f"plugin '{ep.name}' ({ep.value}) failed to load: {error}"
             if strict:
                 raise PluginError(message)
-            print(f"warning: {message}; skipped (plugins.strict=true makes this fatal)", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {message}; skipped (plugins.strict=true makes this fatal)",
+                file=sys.stderr,
+            )
     return dict(_loaded)
 
 
@@ -79,7 +82,10 @@ def plugin_config_dirs() -> list[Path]:
     for ep in entry_points(group=CONFIG_GROUP):
         spec = importlib.util.find_spec(ep.value)
         if spec is None or not spec.submodule_search_locations:
-            print(f"warning: plugin config package '{ep.value}' ({ep.name}) not found; skipped", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: plugin config package '{ep.value}' ({ep.name}) not found; skipped",
+                file=sys.stderr,
+            )
             continue
         dirs.extend(Path(p) for p in spec.submodule_search_locations)
     return dirs

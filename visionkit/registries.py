@@ -17,7 +17,9 @@ def _module_check(family: str):
         import torch.nn as nn
 
         if not isinstance(obj, nn.Module):
-            raise RegistryError(f"{family}: builder returned {type(obj).__name__}, not an nn.Module")
+            raise RegistryError(
+                f"{family}: builder returned {type(obj).__name__}, not an nn.Module"
+            )
 
     return check
 
@@ -26,26 +28,75 @@ def _backbone_check(obj: Any) -> None:
     _module_check("BACKBONES")(obj)
     for attr in ("feature_info", "stages"):
         if not hasattr(obj, attr):
-            raise RegistryError(f"BACKBONES: {type(obj).__name__} has no '{attr}' (backbone contract)")
+            raise RegistryError(
+                f"BACKBONES: {type(obj).__name__} has no '{attr}' (backbone contract)"
+            )
 
 
-LAYERS = Registry("LAYERS", "(in_channels, out_channels, **kw) -> nn.Module; NCHW in, NCHW out", _module_check("LAYERS"))  # fmt: skip
-NORMS = Registry("NORMS", "(num_channels, **kw) -> nn.Module normalising NCHW", _module_check("NORMS"))  # fmt: skip
-ACTIVATIONS = Registry("ACTIVATIONS", "(**kw) -> nn.Module; class attr/property `channel_multiplier` if it changes C", _module_check("ACTIVATIONS"))  # fmt: skip
-UPSAMPLERS = Registry("UPSAMPLERS", "(in_channels, out_channels, scale_factor, **kw) -> nn.Module", _module_check("UPSAMPLERS"))  # fmt: skip
-BACKBONES = Registry("BACKBONES", "(**kw) -> nn.Module: forward(x) -> list[Tensor]; .feature_info list[FeatureInfo]; .stages ModuleList input side first", _backbone_check)  # fmt: skip
-NECKS = Registry("NECKS", "(feature_info, **kw) -> nn.Module: list[Tensor] -> list[Tensor]; .feature_info of its outputs", _module_check("NECKS"))  # fmt: skip
-HEADS = Registry("HEADS", "(feature_info, num_classes, **kw) -> nn.Module: task outputs (see visionkit.models.heads)", _module_check("HEADS"))  # fmt: skip
-LOSSES = Registry("LOSSES", "(**kw) -> nn.Module: (outputs, targets) -> scalar Tensor", _module_check("LOSSES"))  # fmt: skip
-TRANSFORMS = Registry("TRANSFORMS", "(**kw) -> callable on torchvision tv_tensors samples (transforms.v2)")  # fmt: skip
-DATASETS = Registry("DATASETS", "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map")  # fmt: skip
-TASKS = Registry("TASKS", "(model, num_classes, class_names, optimizer, scheduler, **kw) -> LightningModule exposing backbone, neck, head")  # fmt: skip
-CALLBACKS = Registry("CALLBACKS", "(**kw) -> lightning Callback (finetune schedules, visualisation)")  # fmt: skip
+LAYERS = Registry(
+    "LAYERS",
+    "(in_channels, out_channels, **kw) -> nn.Module; NCHW in, NCHW out",
+    _module_check("LAYERS"),
+)
+NORMS = Registry(
+    "NORMS", "(num_channels, **kw) -> nn.Module normalising NCHW", _module_check("NORMS")
+)
+ACTIVATIONS = Registry(
+    "ACTIVATIONS",
+    "(**kw) -> nn.Module; class attr/property `channel_multiplier` if it changes C",
+    _module_check("ACTIVATIONS"),
+)
+UPSAMPLERS = Registry(
+    "UPSAMPLERS",
+    "(in_channels, out_channels, scale_factor, **kw) -> nn.Module",
+    _module_check("UPSAMPLERS"),
+)
+BACKBONES = Registry(
+    "BACKBONES",
+    "(**kw) -> nn.Module: forward(x) -> list[Tensor]; .feature_info list[FeatureInfo]; .stages ModuleList input side first",
+    _backbone_check,
+)
+NECKS = Registry(
+    "NECKS",
+    "(feature_info, **kw) -> nn.Module: list[Tensor] -> list[Tensor]; .feature_info of its outputs",
+    _module_check("NECKS"),
+)
+HEADS = Registry(
+    "HEADS",
+    "(feature_info, num_classes, **kw) -> nn.Module: task outputs (see visionkit.models.heads)",
+    _module_check("HEADS"),
+)
+LOSSES = Registry(
+    "LOSSES", "(**kw) -> nn.Module: (outputs, targets) -> scalar Tensor", _module_check("LOSSES")
+)
+TRANSFORMS = Registry(
+    "TRANSFORMS", "(**kw) -> callable on torchvision tv_tensors samples (transforms.v2)"
+)
+DATASETS = Registry(
+    "DATASETS", "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map"
+)
+TASKS = Registry(
+    "TASKS",
+    "(model, num_classes, class_names, optimizer, scheduler, **kw) -> LightningModule exposing backbone, neck, head",
+)
+CALLBACKS = Registry(
+    "CALLBACKS", "(**kw) -> lightning Callback (finetune schedules, visualisation)"
+)
 
 ALL: dict[str, Registry] = {
     reg.name.lower(): reg
     for reg in (
-        LAYERS, NORMS, ACTIVATIONS, UPSAMPLERS, BACKBONES, NECKS, HEADS,
-        LOSSES, TRANSFORMS, DATASETS, TASKS, CALLBACKS,
+        LAYERS,
+        NORMS,
+        ACTIVATIONS,
+        UPSAMPLERS,
+        BACKBONES,
+        NECKS,
+        HEADS,
+        LOSSES,
+        TRANSFORMS,
+        DATASETS,
+        TASKS,
+        CALLBACKS,
     )
-}  # fmt: skip
+}

@@ -16,7 +16,9 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="visionkit list", description="List registered parts: FAMILY NAME SOURCE."
     )
-    parser.add_argument("family", nargs="?", default="*", help="registry, e.g. norms (default: all)")  # fmt: skip
+    parser.add_argument(
+        "family", nargs="?", default="*", help="registry, e.g. norms (default: all)"
+    )
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'res*'")
     parser.add_argument("--strict", action="store_true", help="fail when a plugin fails to load")
     args = parser.parse_args(list(argv))
@@ -29,7 +31,10 @@ def main(argv: Sequence[str]) -> int:
     if family != "*" and family not in ALL:
         close = difflib.get_close_matches(family, ALL, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        print(f"error: unknown family '{args.family}'.{hint} Families: {', '.join(ALL)}", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: unknown family '{args.family}'.{hint} Families: {', '.join(ALL)}",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     lines = [
         f"{name} {entry} {registry.source(entry)}"

@@ -141,7 +141,10 @@ class BaseTask(pl.LightningModule):
             return optimizer
         interval = sched_cfg.pop("interval", "epoch")
         scheduler = instantiate(sched_cfg)(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}  # fmt: skip
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from visionkit import __version__

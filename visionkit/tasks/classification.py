@@ -7,7 +7,11 @@ from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from visionkit.registries import LOSSES
 from visionkit.tasks.base import BaseTask
@@ -18,7 +22,9 @@ class ClassificationTask(BaseTask):
 
     task_name = "classification"
 
-    def __init__(self, *args: Any, loss: Any = "cross_entropy", label_smoothing: float = 0.0, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, *args: Any, loss: Any = "cross_entropy", label_smoothing: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, loss=loss, label_smoothing=label_smoothing, **kwargs)
         self.criterion = LOSSES.build(loss, label_smoothing=label_smoothing)
         k = self.num_classes
@@ -35,7 +41,9 @@ class ClassificationTask(BaseTask):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:  # fmt: skip
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         images, targets = batch
         loss = self.criterion(self(images), targets)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])

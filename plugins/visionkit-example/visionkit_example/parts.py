@@ -26,7 +26,9 @@ class Squareplus(nn.Module):
 class ExampleNet(Backbone):
     """Three stride-2 stages of ``conv_norm_act`` with the plugin's activation by default."""
 
-    def __init__(self, width: int = 16, in_chans: int = 3, norm: Any = "bn", act: Any = "squareplus") -> None:  # fmt: skip
+    def __init__(
+        self, width: int = 16, in_chans: int = 3, norm: Any = "bn", act: Any = "squareplus"
+    ) -> None:
         super().__init__()
         stages, c_in = [], in_chans
         for i in range(3):

@@ -34,9 +34,15 @@ class SimpleCNN(Backbone):
             blocks = []
             for b in range(blocks_per_stage):
                 block = LAYERS.build(
-                    "conv_norm_act", c_in, c_out, kernel_size=3, stride=2 if b == 0 else 1,
-                    norm=norm, act=act, layer=layer,
-                )  # fmt: skip
+                    "conv_norm_act",
+                    c_in,
+                    c_out,
+                    kernel_size=3,
+                    stride=2 if b == 0 else 1,
+                    norm=norm,
+                    act=act,
+                    layer=layer,
+                )
                 blocks.append(block)
                 c_in = block.out_channels
             reduction *= 2

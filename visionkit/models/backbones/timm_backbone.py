@@ -50,7 +50,9 @@ class TimmBackbone(Backbone):
             model_name, features_only=True, pretrained=False, in_chans=in_chans, **timm_kwargs
         )
         info = self.model.feature_info
-        self.stage_info = [FeatureInfo(c, r) for c, r in zip(info.channels(), info.reduction(), strict=True)]  # fmt: skip
+        self.stage_info = [
+            FeatureInfo(c, r) for c, r in zip(info.channels(), info.reduction(), strict=True)
+        ]
         self._stage_groups = _stage_groups(self.model, info.module_name())
 
     @property

@@ -17,7 +17,9 @@ from visionkit.registries import HEADS
 class LinearHead(nn.Module):
     """Global average pooling + dropout + fully connected layer on the last feature map."""
 
-    def __init__(self, feature_info: list[FeatureInfo], num_classes: int, dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self, feature_info: list[FeatureInfo], num_classes: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(feature_info[-1].channels, num_classes)
@@ -34,7 +36,9 @@ class ConvHead(nn.Module):
     ``class_map(features)`` gives the per-position logits [N, K, h, w].
     """
 
-    def __init__(self, feature_info: list[FeatureInfo], num_classes: int, dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self, feature_info: list[FeatureInfo], num_classes: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(feature_info[-1].channels, num_classes, kernel_size=1)

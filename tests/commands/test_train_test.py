@@ -1,0 +1,138 @@
+"""The train and test commands as a user runs them (subprocess): files written, exit codes, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLI
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """One short classification training run shared by the tests below."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import FAST
+
+    run = tmp_path_factory.mktemp("cls") / "run"
+    env = {**os.environ, "VISIONKIT_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visionkit",
+            "train",
+            *FAST,
+            "trainer.max_epochs=2",
+            f"hydra.run.dir={run}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_train_writes_config_checkpoints_metrics_results_and_picture(trained_run: Path) -> None:
+    assert (trained_run / "config.yaml").is_file()
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert (trained_run / "checkpoints" / "best.ckpt").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    metrics_csv = (trained_run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/acc", "val/f1", "train/loss", "test/acc"} <= set(metrics_csv)
+    results = json.loads((trained_run / "results.json").read_text())
+    for key in ("val/acc", "val/f1", "val/loss", "test/acc", "test/f1"):
+        assert 0.0 <= results[key] <= (1.0 if "loss" not in key else 100.0), key
+    assert Path(results["best_checkpoint"]) == trained_run / "checkpoints" / "best.ckpt"
+    assert results["best_score"]["val/acc"] == pytest.approx(max_logged(trained_run, "val/acc"))
+    picture = trained_run / "confusion_matrix_test.png"
+    assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def max_logged(run: Path, key: str) -> float:
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    col = header.index(key)
+    return max(float(row.split(",")[col]) for row in lines[1:] if row.split(",")[col])
+
+
+def test_test_command_evaluates_the_checkpoint(cli: CLI, trained_run: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    cli(
+        "test",
+        f"ckpt_path={ckpt}",
+        "data.num_workers=0",
+        "callbacks.progress=null",
+        "trainer.limit_test_batches=1",
+        "hydra.run.dir=t",
+        check=True,
+    )
+    results = json.loads((tmp_path / "t" / "results.json").read_text())
+    trained = json.loads((trained_run / "results.json").read_text())
+    assert results["checkpoint"] == str(ckpt)
+    # same checkpoint, same test batch: the same accuracy as the test after training
+    assert results["test/acc"] == pytest.approx(trained["test/acc"])
+
+
+def test_test_without_checkpoint_is_one_clear_error(cli: CLI) -> None:
+    proc = cli("test", "hydra.run.dir=t")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: test needs a checkpoint: add ckpt_path=<path to .ckpt>"
+
+
+def test_unknown_registry_name_exits_with_one_line(cli: CLI, fast: list[str]) -> None:
+    proc = cli("train", "model.norm=batchnrm", *fast, "hydra.run.dir=r")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: unknown norms 'batchnrm'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_override_exits_non_zero_with_a_clear_message(cli: CLI) -> None:
+    proc = cli("train", "trainer.max_epoch=3", "hydra.run.dir=r")
+    assert proc.returncode != 0
+    assert "Could not override 'trainer.max_epoch'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_command_suggests(cli: CLI) -> None:
+    proc = cli("tset")
+    assert proc.returncode == 2
+    assert "unknown command 'tset'. Did you mean 'test'?" in proc.stderr
+
+
+def test_help_lists_commands_and_does_not_import_torch(cli: CLI) -> None:
+    proc = cli("--help", env={"PYTHONVERBOSE": "1"}, check=True)
+    assert "Commands: train, test, predict, list, analyze, browse" in proc.stdout
+    assert "task: classification" in proc.stdout
+    imported = [line for line in proc.stderr.splitlines() if line.startswith("import ")]
+    assert imported, "PYTHONVERBOSE should log imports"
+    assert not [line for line in imported if "'torch'" in line or "import torch " in line]
+
+
+def test_cfg_job_prints_the_composed_config(cli: CLI) -> None:
+    proc = cli("--cfg", "job", "model.act=gelu", check=True)
+    assert "act: gelu" in proc.stdout and "name: simple_cnn" in proc.stdout
+
+
+def test_multirun_sweeps(cli: CLI, fast: list[str], tmp_path: Path) -> None:
+    proc = cli(
+        "--multirun",
+        "optimizer.lr=0.001,0.003",
+        *fast,
+        "test_after_fit=false",
+        "hydra.sweep.dir=sweep",
+        check=True,
+    )
+    for job in ("0", "1"):
+        results = json.loads((tmp_path / "sweep" / job / "results.json").read_text())
+        assert "val/acc" in results, proc.stdout
+    lrs = {(tmp_path / "sweep" / j / "config.yaml").read_text().count("lr: 0.003") for j in "01"}
+    assert lrs == {0, 1}
