@@ -1,0 +1,19 @@
+"""Layers: LAYERS, NORMS, ACTIVATIONS and UPSAMPLERS entries; importing this package registers them."""
+
+from visionkit.layers import act, blocks, conv, norm, upsample  # noqa: F401
+from visionkit.layers.act import channel_multiplier
+from visionkit.layers.blocks import ConvNormAct, MaxPool2dWithIndices, build_act, build_norm
+from visionkit.layers.conv import Conv2d
+from visionkit.layers.timm_compat import timm_layer_kwargs
+from visionkit.layers.upsample import MaxUnpool
+
+__all__ = [
+    "Conv2d",
+    "ConvNormAct",
+    "MaxPool2dWithIndices",
+    "MaxUnpool",
+    "build_act",
+    "build_norm",
+    "channel_multiplier",
+    "timm_layer_kwargs",
+]
