@@ -1,0 +1,37 @@
+"""Data: datamodules per format (DATASETS), transforms (TRANSFORMS), label encoding.
+
+Everything is registered lazily (``"module:attr"``), so importing this package (and ``visionkit
+list``) imports neither torch nor pytorch_lightning.
+"""
+
+from visionkit.registries import DATASETS, TRANSFORMS
+
+DATASETS.register("visionkit.data.shapes:ShapesDataModule", name="shapes")
+DATASETS.register("visionkit.data.coco:CocoDataModule", name="coco")
+
+_V2 = "torchvision.transforms.v2"
+_OURS = "visionkit.data.transforms"
+for _name, _target in {
+    "hflip": f"{_V2}:RandomHorizontalFlip",
+    "vflip": f"{_V2}:RandomVerticalFlip",
+    "random_resized_crop": f"{_V2}:RandomResizedCrop",
+    "random_crop": f"{_V2}:RandomCrop",
+    "center_crop": f"{_V2}:CenterCrop",
+    "resize": f"{_V2}:Resize",
+    "rotation": f"{_V2}:RandomRotation",
+    "affine": f"{_V2}:RandomAffine",
+    "color_jitter": f"{_V2}:ColorJitter",
+    "photometric": f"{_V2}:RandomPhotometricDistort",
+    "grayscale": f"{_V2}:RandomGrayscale",
+    "scale_jitter": f"{_V2}:ScaleJitter",
+    "random_short_side_scale": f"{_V2}:RandomShortestSize",
+    "random_zoom_out": f"{_V2}:RandomZoomOut",
+    "random_iou_crop": f"{_V2}:RandomIoUCrop",
+    "pad": f"{_V2}:Pad",
+    "gaussian_blur": f"{_V2}:GaussianBlur",
+    "resize_pad": f"{_OURS}:ResizePad",
+    "normalize": f"{_OURS}:Normalize",
+    "to_float": f"{_OURS}:ToFloat",
+    "sanitize": f"{_OURS}:Sanitize",
+}.items():
+    TRANSFORMS.register(_target, name=_name)

@@ -1,0 +1,278 @@
+"""VisionDataModule: what every format shares: config keys, pipelines, collate per task, loaders.
+
+A format subclass says which tasks it serves and builds its split datasets in ``build_splits``.
+Batches follow the task contracts:
+
+* classification: ``(float32 [N,3,H,W] normalised, int64 [N])`` (float [N,K] with MixUp/CutMix or
+  ``multi_label``);
+* semantic_segmentation: ``(float32 [N,3,H,W] normalised, int64 [N,H,W])``, 255 = ignore;
+* detection / instance_segmentation: ``(list of float32 [3,H,W] in 0..1, list of target dicts)``
+  with ``boxes`` xyxy, contiguous ``labels``, ``iscrowd``, ``image_id``, ``masks`` (instances),
+  ``removed`` (instances removed by augmentation, counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from visionkit.data.labels import LabelMap, multi_hot
+from visionkit.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchMix,
+    Normalize,
+    Sanitize,
+    ToFloat,
+    build_pipeline,
+)
+from visionkit.data.validation import ON_BAD, VERIFY, BadDataReport
+from visionkit.errors import ConfigError
+
+TASK_NAMES = ("classification", "semantic_segmentation", "detection", "instance_segmentation")
+DETECTION_TASKS = ("detection", "instance_segmentation")
+SPLITS = ("train", "val", "test")
+
+
+class Collate:
+    """Picklable collate function for one task (runs in DataLoader workers)."""
+
+    def __init__(self, task: str, num_classes: int, multi_label: bool = False, mix: Any = None):
+        self.task = task
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.mix = mix
+
+    def __call__(self, samples: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+        images = [s[0].as_subclass(torch.Tensor) for s in samples]
+        targets = [s[1] for s in samples]
+        if self.task in DETECTION_TASKS:
+            return images, [_plain_target(t) for t in targets]
+        batch = torch.stack(images)
+        if self.task == "semantic_segmentation":
+            return batch, torch.stack([t.as_subclass(torch.Tensor) for t in targets]).long()
+        if self.multi_label:
+            return batch, multi_hot(targets, self.num_classes)
+        labels = torch.as_tensor(targets, dtype=torch.int64)
+        if self.mix:
+            return self.mix(batch, labels)
+        return batch, labels
+
+
+def _plain_target(target: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in target.items():
+        if isinstance(value, torch.Tensor):
+            value = value.as_subclass(torch.Tensor)
+            if key == "boxes":
+                value = value.float()
+            elif key == "masks":
+                value = value.to(torch.uint8)
+        out[key] = value
+    out.setdefault("removed", 0)
+    return out
+
+
+class VisionDataModule(pl.LightningDataModule):
+    """Shared base of every format; see the module docstring for batch formats."""
+
+    SUPPORTED_TASKS: tuple[str, ...] = TASK_NAMES
+    FORMAT = "base"
+
+    def __init__(
+        self,
+        task: str = "classification",
+        root: str | None = None,
+        data_dir: str | None = None,
+        image_size: int = 64,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        train_transforms: Sequence[Any] | None = None,
+        eval_transforms: Sequence[Any] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        multi_label: bool = False,
+        on_bad: str = "error",
+        verify_images: str = "header",
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if task not in TASK_NAMES:
+            raise ConfigError(f"unknown task '{task}'; tasks: {', '.join(TASK_NAMES)}")
+        if task not in self.SUPPORTED_TASKS:
+            raise ConfigError(
+                f"data format '{self.FORMAT}' cannot serve task '{task}'; it serves "
+                f"{', '.join(self.SUPPORTED_TASKS)}"
+            )
+        if on_bad not in ON_BAD:
+            raise ConfigError(f"data.on_bad must be one of {ON_BAD}, got '{on_bad}'")
+        if verify_images not in VERIFY:
+            raise ConfigError(f"data.verify_images must be one of {VERIFY}, got '{verify_images}'")
+        for key, value in (("batch_size", batch_size), ("image_size", image_size)):
+            if int(value) < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {value}")
+        if int(num_workers) < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        if (mixup_alpha or cutmix_alpha) and task != "classification":
+            raise ConfigError("data.mixup_alpha / data.cutmix_alpha apply to classification only")
+        if (mixup_alpha or cutmix_alpha) and multi_label:
+            raise ConfigError("data.mixup_alpha / cutmix_alpha cannot combine with multi_label")
+        self.task = task
+        self.root = Path(root or data_dir or "data").expanduser()
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.train_specs = train_transforms
+        self.eval_specs = eval_transforms
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.mixup_alpha = float(mixup_alpha)
+        self.cutmix_alpha = float(cutmix_alpha)
+        self.multi_label = bool(multi_label)
+        self.on_bad = on_bad
+        self.verify_images = verify_images
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.report = BadDataReport(on_bad, source=self.FORMAT)
+        self.label_map: LabelMap | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self._eval_pipeline: Any = None
+
+    # -- to implement per format -------------------------------------------------------------
+    def build_splits(self) -> tuple[LabelMap, dict[str, Any]]:
+        """``(label map, {split: dataset})``; datasets have a settable ``transform`` attribute."""
+        raise NotImplementedError
+
+    def annotation_file(self, split: str) -> Path | None:
+        """The COCO json of ``split`` for COCO-backed formats, else None."""
+        return None
+
+    def image_ids(self, split: str) -> list[int]:
+        """Original image ids of ``split`` in dataset order (COCO-backed formats)."""
+        ds = self._dataset(split)
+        return [r.id for r in getattr(ds, "records", [])]
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.label_map is not None:
+            return
+        label_map, datasets = self.build_splits()
+        self.report.finish()
+        self.label_map = label_map
+        for split, ds in datasets.items():
+            ds.transform = self.pipeline(train=split == "train")
+        self.datasets = datasets
+
+    @property
+    def num_classes(self) -> int:
+        return self._labels().num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._labels().names)
+
+    def _labels(self) -> LabelMap:
+        if self.label_map is None:
+            raise ConfigError("call dm.prepare_data() and dm.setup() before reading classes")
+        return self.label_map
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` has at least one sample."""
+        if self.label_map is None:
+            self.setup()
+        ds = self.datasets.get(split)
+        return ds is not None and len(ds) > 0
+
+    # -- transforms ----------------------------------------------------------------------------
+    def default_transforms(self, train: bool) -> list[Any]:
+        """Used when ``train_transforms`` / ``eval_transforms`` are not given."""
+        size = [self.image_size, self.image_size]
+        if self.task in DETECTION_TASKS:  # detectors resize internally; eval keeps original pixels
+            return [{"name": "hflip"}] if train else []
+        steps: list[Any] = [{"name": "resize", "size": size, "antialias": True}]
+        return [*steps, {"name": "hflip"}] if train else steps
+
+    def finishing_steps(self) -> list[Any]:
+        """Appended to every pipeline: Sanitize + float for boxes, else float + normalise."""
+        if self.task in DETECTION_TASKS:
+            return [Sanitize(), ToFloat()]
+        return [Normalize(self.mean, self.std)]
+
+    def pipeline(self, train: bool) -> v2.Compose:
+        specs = self.train_specs if train else self.eval_specs
+        if specs is None:
+            specs = self.default_transforms(train)
+        return v2.Compose([*build_pipeline(specs), *self.finishing_steps()])
+
+    def eval_transform(self, image: Any) -> torch.Tensor:
+        """Any user picture (path, PIL of any mode, ndarray, tensor) -> model-ready float tensor."""
+        from visionkit.data.images import as_uint8_tensor
+
+        if self._eval_pipeline is None:
+            specs = (
+                self.eval_specs if self.eval_specs is not None else self.default_transforms(False)
+            )
+            last = ToFloat() if self.task in DETECTION_TASKS else Normalize(self.mean, self.std)
+            self._eval_pipeline = v2.Compose([*build_pipeline(specs), last])
+        out = self._eval_pipeline(tv_tensors.Image(as_uint8_tensor(image)))
+        return out.as_subclass(torch.Tensor)
+
+    # -- loaders -------------------------------------------------------------------------------
+    def collate(self, train: bool) -> Collate:
+        mix = None
+        if train and (self.mixup_alpha or self.cutmix_alpha):
+            mix = BatchMix(self.num_classes, self.mixup_alpha, self.cutmix_alpha)
+        return Collate(self.task, self.num_classes, self.multi_label, mix)
+
+    def _dataset(self, split: str) -> Any:
+        if self.label_map is None:
+            self.setup()
+        ds = self.datasets.get(split)
+        if ds is None or len(ds) == 0:
+            raise ConfigError(
+                f"data format '{self.FORMAT}' has no '{split}' split under {self.root}"
+            )
+        return ds
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if train else None
+        return DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=self.collate(train),
+            drop_last=self.drop_last and train,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        split = "test" if self.has_split("test") else "val"
+        return self._loader(split, train=False)

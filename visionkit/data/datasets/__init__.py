@@ -1,0 +1,1 @@
+"""Readers and generators behind the datamodules (no Lightning here)."""

@@ -1,0 +1,270 @@
+"""COCO reader: one annotation file + image folder -> validated records -> per-task samples.
+
+Validation happens once at setup (:func:`load_coco`), with every problem named by file and
+annotation id; samples are then built per task by :class:`CocoDataset`:
+
+* classification: the category of the largest non-crowd annotation (multi-label: all categories);
+* semantic_segmentation: index mask, 0 = background, class i -> i+1, crowd regions = 255 (ignore).
+  Overlaps: annotations are painted in file order, so a later annotation wins its pixels;
+* detection / instance_segmentation: xyxy boxes (converted from COCO xywh), contiguous labels,
+  iscrowd, the original image id, and per-instance binary masks for instance segmentation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionkit.data.labels import IGNORE_INDEX, LabelMap
+from visionkit.data.validation import BadDataReport, check_image_file
+from visionkit.errors import DataError
+
+MASK_TASKS = ("semantic_segmentation", "instance_segmentation")
+BOX_TOLERANCE = 1.0  # pixels a box may overshoot the image border before it counts as outside
+
+
+@dataclass
+class ImageRecord:
+    """One image and its validated annotations (bbox xyxy, category_id, iscrowd, ...)."""
+
+    id: int
+    path: Path
+    width: int
+    height: int
+    anns: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CocoIndex:
+    """Validated content of an annotation file."""
+
+    ann_file: Path
+    categories: list[dict[str, Any]]
+    records: list[ImageRecord]
+
+    @property
+    def label_map(self) -> LabelMap:
+        return LabelMap.from_categories(self.categories)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"annotation file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"annotation file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(
+            f"annotation file {path}: expected a JSON object, got {type(data).__name__}"
+        )
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"annotation file {path}: missing or invalid '{key}' list")
+    return data
+
+
+def _check_segmentation(seg: Any, h: int, w: int) -> str | None:
+    """None when ``seg`` is a usable polygon list or RLE for an h x w image, else the reason."""
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not isinstance(size, list | tuple) or [int(v) for v in size] != [h, w]:
+            return f"RLE size {size} differs from the image size [{h}, {w}]"
+        if not isinstance(counts, str | list) or not counts:
+            return "RLE without counts"
+        return None
+    if not isinstance(seg, list) or not seg:
+        return "empty segmentation"
+    for poly in seg:
+        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+            return f"malformed polygon (needs >= 3 x,y pairs): {str(poly)[:60]}"
+        if not all(isinstance(v, int | float) and np.isfinite(v) for v in poly):
+            return "polygon with non-numeric coordinates"
+    return None
+
+
+def load_coco(
+    ann_file: str | Path,
+    image_dir: str | Path,
+    report: BadDataReport,
+    task: str = "detection",
+    verify: str = "header",
+) -> CocoIndex:
+    """Parse and validate a COCO file; problems go to ``report`` (raise or skip-and-count)."""
+    ann_file, image_dir = Path(ann_file), Path(image_dir)
+    data = _read_json(ann_file)
+    categories = data["categories"]
+    cat_ids = set()
+    for cat in categories:
+        if "id" not in cat or "name" not in cat:
+            raise DataError(f"{ann_file}: category without 'id' or 'name': {cat}")
+        cat_ids.add(int(cat["id"]))
+    records: dict[int, ImageRecord] = {}
+    for img in data["images"]:
+        if "id" not in img or "file_name" not in img:
+            raise DataError(f"{ann_file}: image entry without 'id' or 'file_name': {img}")
+        path = image_dir / img["file_name"]
+        reason = check_image_file(path, verify)
+        if reason is not None:
+            kind = "missing_image" if reason.startswith("missing") else "unreadable_image"
+            report.problem(kind, f"{ann_file}: image id {img['id']}: {reason}")
+            continue
+        width, height = img.get("width"), img.get("height")
+        if not width or not height:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                width, height = im.size
+        records[int(img["id"])] = ImageRecord(int(img["id"]), path, int(width), int(height))
+    skipped_images = {int(i["id"]) for i in data["images"] if "id" in i} - set(records)
+    needs_masks = task in MASK_TASKS
+    for ann in data["annotations"]:
+        aid = ann.get("id", "?")
+        where = f"{ann_file}: annotation id {aid}"
+        image_id = ann.get("image_id")
+        if image_id in skipped_images:
+            report.skipped["annotation_of_skipped_image"] += 1
+            continue
+        rec = records.get(image_id) if isinstance(image_id, int) else None
+        if rec is None:
+            report.problem("orphan_annotation", f"{where}: unknown image id {image_id}")
+            continue
+        cid = ann.get("category_id")
+        if cid not in cat_ids:
+            report.problem(
+                "unknown_category", f"{where} (image {rec.path.name}): unknown category id {cid}"
+            )
+            continue
+        box = ann.get("bbox")
+        if not isinstance(box, list | tuple) or len(box) != 4:
+            report.problem("malformed_box", f"{where} (image {rec.path.name}): bbox {box}")
+            continue
+        x, y, w, h = (float(v) for v in box)
+        if not (w > 0 and h > 0):
+            report.problem(
+                "zero_area_box", f"{where} (image {rec.path.name}): zero-area bbox {list(box)}"
+            )
+            continue
+        t = BOX_TOLERANCE
+        if x < -t or y < -t or x + w > rec.width + t or y + h > rec.height + t:
+            report.problem(
+                "box_outside_image",
+                f"{where} (image {rec.path.name}, {rec.width}x{rec.height}): bbox {list(box)} "
+                "outside the image",
+            )
+            continue
+        x0, y0 = max(x, 0.0), max(y, 0.0)
+        x1, y1 = min(x + w, float(rec.width)), min(y + h, float(rec.height))
+        seg = ann.get("segmentation")
+        if needs_masks:
+            reason = _check_segmentation(seg, rec.height, rec.width)
+            if reason is not None:
+                report.problem("bad_segmentation", f"{where} (image {rec.path.name}): {reason}")
+                continue
+        rec.anns.append(
+            {
+                "id": aid,
+                "category_id": int(cid),
+                "bbox": (x0, y0, x1, y1),
+                "iscrowd": int(ann.get("iscrowd", 0) or 0),
+                "area": float(ann.get("area", w * h)),
+                "segmentation": seg,
+            }
+        )
+    for rec in records.values():
+        if not rec.anns:
+            report.note("image_without_annotations")
+    return CocoIndex(ann_file, categories, list(records.values()))
+
+
+def ann_to_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
+    """An annotation's polygon(s) or RLE -> uint8 [H,W] binary mask (pycocotools rasterisation)."""
+    from pycocotools import mask as mask_utils
+
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = seg
+    return mask_utils.decode(rle)
+
+
+class CocoDataset:
+    """Map-style dataset over validated records, producing ``(tv Image uint8, target)`` samples."""
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        task: str,
+        label_map: LabelMap,
+        transform: Any = None,
+        multi_label: bool = False,
+    ) -> None:
+        self.records = records
+        self.task = task
+        self.label_map = label_map
+        self.transform = transform
+        self.multi_label = multi_label
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _image(self, rec: ImageRecord) -> Any:
+        from torchvision import tv_tensors
+
+        from visionkit.data.images import load_image
+
+        image = load_image(rec.path)
+        if tuple(image.shape[1:]) != (rec.height, rec.width):
+            raise DataError(
+                f"image {rec.path} is {image.shape[2]}x{image.shape[1]} but its annotation file "
+                f"says {rec.width}x{rec.height}"
+            )
+        return tv_tensors.Image(image)
+
+    def target(self, rec: ImageRecord) -> Any:
+        """The untransformed target of ``rec`` for this dataset's task."""
+        import torch
+        from torchvision import tv_tensors
+
+        lm = self.label_map
+        if self.task == "classification":
+            anns = [a for a in rec.anns if not a["iscrowd"]]
+            if self.multi_label:
+                return sorted({lm.to_index(a["category_id"]) for a in anns})
+            largest = max(anns, key=lambda a: a["area"])
+            return lm.to_index(largest["category_id"])
+        if self.task == "semantic_segmentation":
+            mask = np.zeros((rec.height, rec.width), np.uint8)
+            for a in rec.anns:  # file order: later annotations win overlapping pixels
+                m = ann_to_mask(a, rec.height, rec.width).astype(bool)
+                mask[m] = IGNORE_INDEX if a["iscrowd"] else lm.to_index(a["category_id"]) + 1
+            return tv_tensors.Mask(torch.from_numpy(mask))
+        boxes = torch.tensor([a["bbox"] for a in rec.anns], dtype=torch.float32).reshape(-1, 4)
+        target: dict[str, Any] = {
+            "boxes": tv_tensors.BoundingBoxes(
+                boxes, format="XYXY", canvas_size=(rec.height, rec.width)
+            ),
+            "labels": torch.tensor(
+                [lm.to_index(a["category_id"]) for a in rec.anns], dtype=torch.int64
+            ),
+            "iscrowd": torch.tensor([a["iscrowd"] for a in rec.anns], dtype=torch.int64),
+            "image_id": rec.id,
+        }
+        if self.task == "instance_segmentation":
+            masks = np.zeros((len(rec.anns), rec.height, rec.width), np.uint8)
+            for i, a in enumerate(rec.anns):
+                masks[i] = ann_to_mask(a, rec.height, rec.width)
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
+        return target
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        rec = self.records[index]
+        sample = (self._image(rec), self.target(rec))
+        return self.transform(sample) if self.transform is not None else sample

@@ -1,0 +1,61 @@
+"""``shapes``: the embedded, generated dataset (see visionkit.data.datasets.shapes), read through
+the COCO format, so it serves all four tasks from the same files.
+
+Config keys: image_size, num_train, num_val, num_test, min_objects, max_objects, min_size,
+max_size, seed (generation; each combination is cached in its own directory under ``root``), plus
+every VisionDataModule key. Classification uses ``max_objects: 1`` (one shape per image; with more
+shapes the label is the largest shape's category).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from visionkit.data.coco import CocoDataModule
+from visionkit.data.datasets.shapes import ShapesSpec, ensure_shapes
+
+
+class ShapesDataModule(CocoDataModule):
+    """Generated shapes (circle, square, triangle, star, hexagon, cross; ids 1, 3, ..., 11)."""
+
+    FORMAT = "shapes"
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        num_train: int = 2000,
+        num_val: int = 400,
+        num_test: int = 400,
+        min_objects: int = 1,
+        max_objects: int = 1,
+        min_size: float | None = None,
+        max_size: float | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("verify_images", "none")  # we wrote these files ourselves
+        super().__init__(image_size=image_size, seed=seed, **kwargs)
+        many = max_objects > 1
+        self.spec = ShapesSpec(
+            image_size=int(image_size),
+            num_train=int(num_train),
+            num_val=int(num_val),
+            num_test=int(num_test),
+            min_objects=int(min_objects),
+            max_objects=int(max_objects),
+            min_size=float(min_size if min_size is not None else (0.12 if many else 0.25)),
+            max_size=float(max_size if max_size is not None else (0.3 if many else 0.45)),
+            seed=int(seed),
+        )
+        self.required_splits = tuple(s for s in ("train", "val") if self.spec.count(s) > 0)
+
+    def prepare_data(self) -> None:
+        ensure_shapes(self.root, self.spec)
+
+    def data_root(self) -> Path:
+        return self.root / self.spec.key
+
+    def build_splits(self):  # type: ignore[override]
+        ensure_shapes(self.root, self.spec)  # setup without prepare_data (e.g. other ranks)
+        return super().build_splits()
