@@ -1,3 +1,14 @@
 """CALLBACKS: finetune schedules and visualisation, registered lazily (they import Lightning)."""
 
-from visionkit.registries import CALLBACKS  # noqa: F401
+from visionkit.registries import CALLBACKS
+
+# finetune schedules (transfer learning): conf/finetune/<name>.yaml
+_FT = "visionkit.callbacks.finetuning"
+CALLBACKS.register(f"{_FT}:Full", name="full")
+CALLBACKS.register(f"{_FT}:LinearProbe", name="linear_probe")
+CALLBACKS.register(f"{_FT}:FreezeUnfreeze", name="freeze_unfreeze")
+CALLBACKS.register(f"{_FT}:Partial", name="partial")
+CALLBACKS.register(f"{_FT}:Gradual", name="gradual")
+CALLBACKS.register(f"{_FT}:MultiStageProbe", name="multi_stage_probe")
+CALLBACKS.register(f"{_FT}:Evaluate", name="evaluate")
+CALLBACKS.register("visionkit.callbacks.advisor:AutoFinetune", name="auto")

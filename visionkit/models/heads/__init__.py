@@ -1,3 +1,13 @@
 """HEADS: one file per task family; importing this package registers them all."""
 
-from visionkit.models.heads import classification  # noqa: F401
+from visionkit.models.heads import (  # noqa: F401
+    classification,
+    deeplabv3,
+    fasterrcnn,
+    fcn,
+    fcos,
+    maskrcnn,
+    retinanet,
+    segnet,
+    unet,
+)
