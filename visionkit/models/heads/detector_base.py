@@ -1,0 +1,113 @@
+"""Shared plumbing of the torchvision detector heads (fasterrcnn, retinanet, fcos, maskrcnn).
+
+The task owns the backbone and neck; the detector receives their features through
+:class:`TaskFeatures`, an adapter that holds a *callable* (not a module), so backbone parameters
+are registered once (in the task) and never duplicated in the state dict or optimizer groups.
+
+Head contract: ``forward(images, targets, features)`` with ``images`` a list of float [3,H,W] in
+0..1, ``targets`` (training) dicts with ``boxes``/``labels`` (contiguous 0..K-1) [/``masks``],
+``features`` a callable ``tensor -> list of maps``. Training returns a dict of losses; evaluation
+returns per image ``boxes`` (xyxy, input pixels), ``labels`` (0..K-1), ``scores`` [, ``masks``
+float [M,1,H,W]]. The torchvision label shift is applied via ``visionkit.data.labels``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+from visionkit.data.labels import from_detector_labels, to_detector_labels
+from visionkit.errors import ConfigError
+from visionkit.models.backbones.base import FeatureInfo
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FeatureFn = Callable[[torch.Tensor], list[torch.Tensor]]
+
+
+class TaskFeatures(nn.Module):
+    """Stands in for torchvision's ``backbone``: calls the task's feature function (not owned)."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.fn: FeatureFn | None = None
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        if self.fn is None:
+            raise RuntimeError("detector head called without a feature function")
+        return OrderedDict((str(i), f) for i, f in enumerate(self.fn(x)))
+
+
+def common_channels(feature_info: Sequence[FeatureInfo], head: str) -> int:
+    """torchvision detectors need one channel count over all levels (use the ``fpn`` neck)."""
+    channels = {f.channels for f in feature_info}
+    if len(channels) != 1:
+        raise ConfigError(
+            f"{head}: feature levels have channels {[f.channels for f in feature_info]}; the "
+            "detector needs equal channels: add a neck (model/neck=fpn)"
+        )
+    return channels.pop()
+
+
+def anchor_generator(
+    feature_info: Sequence[FeatureInfo],
+    anchor_sizes: Sequence[Sequence[float]] | None,
+    aspect_ratios: Sequence[float],
+    scale: float,
+    head: str,
+) -> AnchorGenerator:
+    """One size tuple per feature level; default ``scale * reduction`` per level."""
+    if anchor_sizes is None:
+        anchor_sizes = [[scale * f.reduction] for f in feature_info]
+    sizes = tuple(tuple(float(s) for s in level) for level in anchor_sizes)
+    if len(sizes) != len(feature_info):
+        raise ConfigError(
+            f"{head}: anchor_sizes has {len(sizes)} levels but the features have "
+            f"{len(feature_info)} (config key model.head.anchor_sizes)"
+        )
+    ratios = (tuple(float(r) for r in aspect_ratios),) * len(sizes)
+    return AnchorGenerator(sizes, ratios)
+
+
+class DetectorHead(nn.Module):
+    """Base: holds ``self.detector`` (a torchvision detector whose backbone is TaskFeatures)."""
+
+    detector: nn.Module
+    adapter: TaskFeatures
+
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict[str, torch.Tensor]] | None,
+        features: FeatureFn,
+    ) -> Any:
+        if targets is not None:
+            targets = [{**t, "labels": to_detector_labels(t["labels"])} for t in targets]
+        self.adapter.fn = features
+        try:
+            out = self.detector(images, targets)
+        finally:
+            self.adapter.fn = None
+        if isinstance(out, dict):  # training: losses
+            return out
+        return [{**d, "labels": from_detector_labels(d["labels"])} for d in out]
+
+    # torchvision keeps the adapter as `detector.backbone`; it has no parameters of its own
+    def set_thresholds(self, score_thresh: float | None = None, detections: int | None = None) -> None:  # fmt: skip
+        """Change score threshold / detections per image after building (e.g. for predict)."""
+        det = self.detector
+        target = getattr(det, "roi_heads", det)
+        if score_thresh is not None:
+            if hasattr(target, "score_thresh"):
+                target.score_thresh = score_thresh
+        if detections is not None:
+            for attr in ("detections_per_img",):
+                if hasattr(target, attr):
+                    setattr(target, attr, detections)

@@ -1,0 +1,62 @@
+"""``fcos``: torchvision's FCOS (anchor-free, centre-ness) on the task's features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.fcos import FCOSHead as TVFCOSHead
+
+from visionkit.models.backbones.base import FeatureInfo
+from visionkit.models.heads.detector_base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DetectorHead,
+    TaskFeatures,
+    anchor_generator,
+    common_channels,
+)
+from visionkit.registries import HEADS
+
+
+@HEADS.register("fcos")
+class FCOSHead(DetectorHead):
+    """One point per location; ``anchor_sizes`` (default ``anchor_scale * reduction``) set the
+    centre-sampling scale per level; ``min_size``/``max_size``, ``score_thresh``,
+    ``detections_per_img`` are config keys.
+    """
+
+    def __init__(
+        self,
+        feature_info: list[FeatureInfo],
+        num_classes: int,
+        anchor_sizes: Sequence[Sequence[float]] | None = None,
+        anchor_scale: float = 1.0,
+        num_convs: int = 2,
+        score_thresh: float = 0.2,
+        detections_per_img: int = 100,
+        min_size: int = 128,
+        max_size: int = 256,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        **detector_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        channels = common_channels(feature_info, "fcos")
+        anchors = anchor_generator(feature_info, anchor_sizes, (1.0,), anchor_scale, "fcos")
+        self.adapter = TaskFeatures(channels)
+        head = TVFCOSHead(channels, 1, num_classes + 1, num_convs=num_convs)
+        self.detector = FCOS(
+            self.adapter,
+            num_classes + 1,
+            min_size=min_size,
+            max_size=max_size,
+            image_mean=list(image_mean),
+            image_std=list(image_std),
+            anchor_generator=anchors,
+            head=head,
+            score_thresh=score_thresh,
+            detections_per_img=detections_per_img,
+            **detector_kwargs,
+        )

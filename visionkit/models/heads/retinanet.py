@@ -1,0 +1,65 @@
+"""``retinanet``: torchvision's RetinaNet (focal loss, dense anchors) on the task's features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torchvision.models.detection import RetinaNet
+from torchvision.models.detection.retinanet import RetinaNetHead as TVRetinaNetHead
+
+from visionkit.models.backbones.base import FeatureInfo
+from visionkit.models.heads.detector_base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DetectorHead,
+    TaskFeatures,
+    anchor_generator,
+    common_channels,
+)
+from visionkit.registries import HEADS
+
+
+@HEADS.register("retinanet")
+class RetinaNetHead(DetectorHead):
+    """Anchors per level (``anchor_sizes`` or ``anchor_scale * reduction`` times 2^0, 2^1/3,
+    2^2/3), ``min_size``/``max_size``, ``score_thresh``, ``detections_per_img`` are config keys.
+    """
+
+    def __init__(
+        self,
+        feature_info: list[FeatureInfo],
+        num_classes: int,
+        anchor_sizes: Sequence[Sequence[float]] | None = None,
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        anchor_scale: float = 4.0,
+        score_thresh: float = 0.05,
+        detections_per_img: int = 100,
+        min_size: int = 128,
+        max_size: int = 256,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        **detector_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        channels = common_channels(feature_info, "retinanet")
+        if anchor_sizes is None:
+            anchor_sizes = [
+                [anchor_scale * f.reduction * 2 ** (k / 3) for k in range(3)] for f in feature_info
+            ]
+        anchors = anchor_generator(feature_info, anchor_sizes, aspect_ratios, anchor_scale, "retinanet")  # fmt: skip
+        self.adapter = TaskFeatures(channels)
+        head = TVRetinaNetHead(channels, anchors.num_anchors_per_location()[0], num_classes + 1)
+        self.detector = RetinaNet(
+            self.adapter,
+            num_classes + 1,
+            min_size=min_size,
+            max_size=max_size,
+            image_mean=list(image_mean),
+            image_std=list(image_std),
+            anchor_generator=anchors,
+            head=head,
+            score_thresh=score_thresh,
+            detections_per_img=detections_per_img,
+            **detector_kwargs,
+        )
