@@ -104,9 +104,8 @@ class DetectorHead(nn.Module):
         """Change score threshold / detections per image after building (e.g. for predict)."""
         det = self.detector
         target = getattr(det, "roi_heads", det)
-        if score_thresh is not None:
-            if hasattr(target, "score_thresh"):
-                target.score_thresh = score_thresh
+        if score_thresh is not None and hasattr(target, "score_thresh"):
+            target.score_thresh = score_thresh
         if detections is not None:
             for attr in ("detections_per_img",):
                 if hasattr(target, attr):

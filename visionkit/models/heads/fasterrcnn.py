@@ -50,7 +50,7 @@ def rcnn_kwargs(
         image_std=list(image_std),
         rpn_anchor_generator=anchor_generator(
             feature_info, anchor_sizes, aspect_ratios, anchor_scale, head
-        ),  # fmt: skip
+        ),
         box_roi_pool=box_pool,
         box_head=TwoMLPHead(channels * 7 * 7, representation_size),
         box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),

@@ -57,12 +57,12 @@ class FCNHead(nn.Module):
         k = num_classes
         self.score = nn.ModuleList(
             [nn.Conv2d(c_top, k, 1)]
-            + [nn.Conv2d(feature_info[i].channels, k, 1) for i in self.levels[1:]]  # fmt: skip
+            + [nn.Conv2d(feature_info[i].channels, k, 1) for i in self.levels[1:]]
         )
         self.fuse_up = nn.ModuleList(
             UPSAMPLERS.build(
                 upsampler, k, k, scale_factor=level_ratio(feature_info, fine, coarse, "fcn")
-            )  # fmt: skip
+            )
             for coarse, fine in zip(self.levels, self.levels[1:], strict=False)
         )
         self.final_up = UPSAMPLERS.build(upsampler, k, k, scale_factor=feature_info[self.levels[-1]].reduction)  # fmt: skip

@@ -52,7 +52,7 @@ class UNetHead(nn.Module):
                 LAYERS.build("conv_norm_act", c_cat, widths[i], kernel_size=3, norm=norm, act=act),
                 LAYERS.build(
                     "conv_norm_act", widths[i], widths[i], kernel_size=3, norm=norm, act=act
-                ),  # fmt: skip
+                ),
             )
             ups.append(up)
             blocks.append(block)
