@@ -1,3 +1,3 @@
 """BACKBONES: every file registers its backbones; all follow the contract in ``base``."""
 
-from visionkit.models.backbones import simple_cnn, timm_backbone  # noqa: F401
+from visionkit.models.backbones import mobilenet, simple_cnn, timm_backbone, vgg  # noqa: F401

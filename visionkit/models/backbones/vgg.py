@@ -1,0 +1,62 @@
+"""``vgg``: a VGG-style backbone; convolution, norm and activation come from the registries by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from visionkit.errors import ConfigError
+from visionkit.models.backbones.base import Backbone, FeatureInfo
+from visionkit.registries import BACKBONES, LAYERS
+
+
+def scale_channels(channels: Sequence[int], width_mult: float) -> list[int]:
+    """Channel counts times ``width_mult``, rounded, at least 1."""
+    if width_mult <= 0:
+        raise ConfigError(f"width_mult must be > 0, got {width_mult}")
+    return [max(1, round(c * width_mult)) for c in channels]
+
+
+def check_stage_lists(channels: Sequence[int], depths: Sequence[int], name: str) -> None:
+    """``channels`` and ``depths`` describe the same number of stages, each at least one block."""
+    if len(channels) != len(depths) or not channels:
+        raise ConfigError(f"{name}: channels {list(channels)} and depths {list(depths)} must be non-empty and of equal length")  # fmt: skip
+    if any(d < 1 for d in depths):
+        raise ConfigError(f"{name}: every depth must be >= 1, got {list(depths)}")
+
+
+@BACKBONES.register("vgg")
+class VGG(Backbone):
+    """Stages of ``depths[i]`` 3x3 ``conv_norm_act`` blocks then a 2x2 ``maxpool`` (reduction 2^(i+1)).
+
+    Defaults are VGG-16 (without the classifier). The pools are ``LAYERS['maxpool']`` modules that
+    record their indices, so a SegNet decoder can pair an ``unpool`` with each stage's pool
+    (``stage[-1]``). ``layer`` picks the LAYERS entry inside the blocks.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 128, 256, 512, 512),
+        depths: Sequence[int] = (2, 2, 3, 3, 3),
+        in_chans: int = 3,
+        norm: Any = "bn",
+        act: Any = "relu",
+        layer: Any = "conv",
+        width_mult: float = 1.0,
+        out_indices: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        check_stage_lists(channels, depths, "vgg")
+        stages, c_in = [], in_chans
+        for i, (c_out, depth) in enumerate(zip(scale_channels(channels, width_mult), depths, strict=True)):  # fmt: skip
+            blocks: list[nn.Module] = []
+            for _ in range(depth):
+                blocks.append(LAYERS.build("conv_norm_act", c_in, c_out, 3, norm=norm, act=act, layer=layer))  # fmt: skip
+                c_in = blocks[-1].out_channels
+            blocks.append(LAYERS.build("maxpool", c_in, c_in, kernel_size=2))
+            stages.append(nn.Sequential(*blocks))
+            self.stage_info.append(FeatureInfo(c_in, 2 ** (i + 1)))
+        self.stages = nn.ModuleList(stages)
+        self.out_indices = tuple(out_indices) if out_indices is not None else None
