@@ -8,6 +8,9 @@ from visionkit.registries import DATASETS, TRANSFORMS
 
 DATASETS.register("visionkit.data.shapes:ShapesDataModule", name="shapes")
 DATASETS.register("visionkit.data.coco:CocoDataModule", name="coco")
+DATASETS.register("visionkit.data.imagefolder:ImageFolderDataModule", name="imagefolder")
+DATASETS.register("visionkit.data.masks:MasksDataModule", name="masks")
+DATASETS.register("visionkit.data.digits:DigitsDataModule", name="digits")
 
 _V2 = "torchvision.transforms.v2"
 _OURS = "visionkit.data.transforms"
@@ -35,3 +38,4 @@ for _name, _target in {
     "sanitize": f"{_OURS}:Sanitize",
 }.items():
     TRANSFORMS.register(_target, name=_name)
+del _name, _target
