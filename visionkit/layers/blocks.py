@@ -142,7 +142,8 @@ def check_hdc_rates(rates: Sequence[int], kernel_size: int = 3) -> None:
     """Refuse dilation rates that grid (leave holes in the receptive field), per HDC (Wang et al.).
 
     Rules: the rates share no common factor > 1; with M_n = r_n and
-    M_i = max(M_{i+1} - 2 r_i, M_{i+1} - 2 (M_{i+1} - r_i), r_i), a k x k stack needs M_2 <= k.
+    M_i = max(M_{i+1} - 2 r_i, M_{i+1} - 2 (M_{i+1} - r_i), r_i), a k x k stack needs M_2 <= k;
+    and the first rate is 1 (the rule's assumption: without it [2, 3] passes both yet has holes).
     """
     rates = list(rates)
     if not rates or any(not isinstance(r, int) or r < 1 for r in rates):
@@ -152,6 +153,11 @@ def check_hdc_rates(rates: Sequence[int], kernel_size: int = 3) -> None:
         raise ConfigError(
             f"hdc: rates {rates} share the common factor {common} and would grid (leave holes in "
             "the receptive field); HDC needs rates with no common factor > 1, e.g. [1, 2, 5]"
+        )
+    if rates[0] != 1:
+        raise ConfigError(
+            f"hdc: rates {rates} must start with rate 1: the HDC rule (M_2 <= k) assumes the first "
+            "layer sees adjacent pixels, and without it stacks such as [2, 3] or [4, 1] leave holes"
         )
     m = rates[-1]
     for r in reversed(rates[1:-1]):

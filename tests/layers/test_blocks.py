@@ -1,0 +1,175 @@
+"""conv_norm_act bookkeeping, bottleneck, hdc's gridding rule, aspp, and maxpool/unpool pairing."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import visionkit.layers  # noqa: F401
+from visionkit.analysis import receptive_field
+from visionkit.errors import ConfigError
+from visionkit.layers.blocks import check_hdc_rates
+from visionkit.registries import LAYERS, UPSAMPLERS
+
+
+def test_conv_norm_act_bias_only_without_norm() -> None:
+    assert LAYERS.build("conv_norm_act", 3, 4).conv.bias is None
+    assert LAYERS.build("conv_norm_act", 3, 4, norm=None).conv.bias is not None
+    assert LAYERS.build("conv_norm_act", 3, 4, norm="none").conv.bias is not None
+    assert LAYERS.build("conv_norm_act", 3, 4, bias=True).conv.bias is not None
+    assert not hasattr(LAYERS.build("conv_norm_act", 3, 4, norm=None, act=None), "act")
+
+
+def test_conv_norm_act_accepts_every_spec_form() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    for norm in ("gn", {"name": "gn", "num_groups": 2}, functools.partial(nn.GroupNorm, 2)):
+        for act in ("relu6", {"name": "leaky_relu", "negative_slope": 0.2}, nn.ReLU):
+            block = LAYERS.build("conv_norm_act", 3, 4, norm=norm, act=act)
+            assert isinstance(block.norm, nn.GroupNorm) and block(x).shape == (2, 4, 8, 8)
+    block = LAYERS.build("conv_norm_act", 3, 4, norm={"name": "gn", "num_groups": 2})
+    assert block.norm.num_groups == 2
+
+
+def test_conv_norm_act_crelu_channels_and_chaining() -> None:
+    a = LAYERS.build("conv_norm_act", 3, 4, stride=2, act="crelu")
+    b = LAYERS.build("conv_norm_act", a.out_channels, 5, act="crelu")
+    y = b(a(torch.randn(2, 3, 9, 9)))
+    assert a.out_channels == 8 and y.shape == (2, 10, 5, 5) and b.out_channels == 10
+
+
+@pytest.mark.parametrize("layer", ["conv", "dilated", "dwsep", "asym", "bottleneck"])
+def test_conv_norm_act_with_other_layers(layer: str) -> None:
+    block = LAYERS.build("conv_norm_act", 4, 8, stride=1, layer=layer)
+    assert block(torch.randn(2, 4, 6, 6)).shape == (2, 8, 6, 6)
+
+
+def test_conv_norm_act_refuses_unknown_layer_kwargs() -> None:
+    with pytest.raises(ConfigError, match="does not accept.*'rates'"):
+        LAYERS.build("conv_norm_act", 4, 8, layer="conv", rates=[1, 2])
+
+
+def test_bottleneck_structure() -> None:
+    m = LAYERS.build("bottleneck", 16, 32, stride=2)
+    assert m.reduce.conv.kernel_size == (1, 1) and m.conv.conv.kernel_size == (3, 3)
+    assert m.reduce.out_channels == 8 and m.expand.conv.kernel_size == (1, 1)
+    assert m(torch.randn(2, 16, 8, 8)).shape == (2, 32, 4, 4)
+
+
+def _holes(rates: list[int], k: int) -> bool:
+    """Whether stacked 1-D dilated k-tap kernels leave holes in the receptive field (direct)."""
+    cover = np.ones(1)
+    for r in rates:
+        kernel = np.zeros(r * (k - 1) + 1)
+        kernel[::r] = 1
+        cover = np.convolve(cover, kernel)
+    return bool((cover == 0).any())
+
+
+@pytest.mark.parametrize("rates", [[2, 2, 2], [2, 4, 8], [3, 6]])
+def test_hdc_refuses_common_factor(rates: list[int]) -> None:
+    with pytest.raises(ConfigError, match="common factor"):
+        LAYERS.build("hdc", 4, 4, rates=rates)
+
+
+def test_hdc_refuses_m2_rule() -> None:
+    with pytest.raises(ConfigError, match="M_2 = 5"):
+        LAYERS.build("hdc", 4, 4, rates=[1, 2, 9])
+    assert _holes([1, 2, 9], 3)
+
+
+@pytest.mark.parametrize("rates", [[2, 3], [4, 1]])
+def test_hdc_refuses_first_rate_not_one(rates: list[int]) -> None:
+    """These pass the common-factor and M_2 rules but grid; the first rate must be 1."""
+    assert _holes(rates, 3)
+    with pytest.raises(ConfigError, match="start with rate 1"):
+        LAYERS.build("hdc", 4, 4, rates=rates)
+
+
+def test_hdc_accepted_rates_have_no_holes() -> None:
+    """Every rate list the rule accepts covers its receptive field fully (checked directly)."""
+    accepted = 0
+    for k, n in itertools.product((3, 5), (1, 2, 3)):
+        for rates in itertools.product(range(1, 8), repeat=n):
+            try:
+                check_hdc_rates(rates, k)
+            except ConfigError:
+                continue
+            accepted += 1
+            assert not _holes(list(rates), k), (rates, k)
+    assert accepted > 50
+
+
+def test_hdc_stack() -> None:
+    m = LAYERS.build("hdc", 3, 6, rates=[1, 2, 5])
+    assert [b.conv.dilation for b in m] == [(1, 1), (2, 2), (5, 5)]
+    assert m(torch.randn(2, 3, 16, 16)).shape == (2, 6, 16, 16)
+    assert receptive_field([(3, 1, r) for r in (1, 2, 5)]) == 17
+
+
+def test_aspp_branches_same_size_then_projected() -> None:
+    m = LAYERS.build("aspp", 8, 6, rates=[2, 3], mid_channels=4)
+    assert len(m.branches) == 4  # 1x1, two rates, pooling
+    assert [b.conv.dilation for b in m.branches[1:3]] == [(2, 2), (3, 3)]
+    assert m.project.conv.in_channels == 16 and m.project.conv.kernel_size == (1, 1)
+    assert m(torch.randn(2, 8, 9, 7)).shape == (2, 6, 9, 7)
+    no_pool = LAYERS.build("aspp", 8, 6, rates=[2], pooling=False)
+    assert len(no_pool.branches) == 2
+
+
+def _unpool_oracle(x: np.ndarray, k: int) -> np.ndarray:
+    """Each k x k window keeps its maximum at its position, zeros elsewhere (NumPy)."""
+    out = np.zeros_like(x)
+    n, c, h, w = x.shape
+    for b, ch, i, j in itertools.product(range(n), range(c), range(0, h - k + 1, k), range(0, w - k + 1, k)):  # fmt: skip
+        win = x[b, ch, i : i + k, j : j + k]
+        a, bb = np.unravel_index(np.argmax(win), win.shape)
+        out[b, ch, i + a, j + bb] = win[a, bb]
+    return out
+
+
+@pytest.mark.parametrize("k,size", [(2, (8, 6)), (3, (9, 12)), (2, (7, 9))])
+def test_unpool_puts_values_back_where_maxpool_found_them(k: int, size: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randperm(2 * 3 * size[0] * size[1], generator=g).float().view(2, 3, *size)  # unique
+    pool = LAYERS.build("maxpool", 3, 3, kernel_size=k)
+    unpool = UPSAMPLERS.build("unpool", 3, 3, k, pool=pool)
+    y = unpool(pool(x))
+    assert y.shape == x.shape
+    np.testing.assert_array_equal(y.numpy(), _unpool_oracle(x.numpy(), k))
+    # the explicit form gives the same result
+    explicit = UPSAMPLERS.build("unpool", 3, 3, k, kernel_size=k)
+    torch.testing.assert_close(explicit(pool(x), pool.last_indices, pool.last_input_size), y)
+
+
+def test_unpool_pairing_errors() -> None:
+    pool = LAYERS.build("maxpool", 3, 3)
+    unpool = UPSAMPLERS.build("unpool", 3, 3, 2, pool=pool)
+    with pytest.raises(RuntimeError, match="no indices"):
+        unpool(torch.randn(1, 3, 2, 2))
+    pool(torch.randn(1, 3, 8, 8))
+    with pytest.raises(RuntimeError, match="does not match"):
+        unpool(torch.randn(1, 3, 2, 2))
+    with pytest.raises(ConfigError, match="channel count"):
+        LAYERS.build("maxpool", 3, 4)
+    assert list(dict(unpool.named_modules())) == ["", "unpool"]  # the pool is referenced, not owned
+
+
+def test_timm_layer_kwargs_resnet_and_fused_norm_act() -> None:
+    timm = pytest.importorskip("timm")
+    from visionkit.layers import timm_layer_kwargs
+
+    kw = timm_layer_kwargs("gn", "hswish")
+    m = timm.create_model("resnet18", num_classes=0, **kw)
+    types = {type(x).__name__ for x in m.modules()}
+    assert "GroupNorm" in types and "HardSwish" in types and "BatchNorm2d" not in types
+    m = timm.create_model("mobilenetv2_050", num_classes=0, **kw)
+    types = {type(x).__name__ for x in m.modules()}
+    assert "GroupNorm" in types and "BatchNormAct2d" not in types
+    assert m(torch.randn(1, 3, 32, 32)).shape[0] == 1
+    with pytest.raises(ConfigError, match="channel"):
+        timm_layer_kwargs(None, "crelu")
