@@ -1,0 +1,1 @@
+"""Evaluation: COCO result export and COCO mAP with a selectable backend."""

@@ -1,0 +1,306 @@
+"""Object detection: backbone -> fpn neck -> torchvision detector head; COCO mAP.
+
+Validation mAP comes from torchmetrics MeanAveragePrecision (``metric_backend``:
+``faster_coco_eval`` or ``pycocotools``). The test mAP is computed by evaluating exactly the
+exported ``detections.json`` (COCO results: original image and category ids, xywh boxes in the
+original image's pixels, RLE masks) against the data's ground-truth file with the same backend,
+so results.json and pycocotools agree by construction. Under DDP, detections are gathered on rank
+zero, which evaluates and broadcasts the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.detection import MeanAveragePrecision
+
+from visionkit.evaluation.coco import check_backend, evaluate, to_coco_results, write_results
+from visionkit.tasks.base import BaseTask
+
+Target = dict[str, Any]
+
+
+def drop_crowd(target: Target) -> Target:
+    """Training targets without crowd regions (they are for evaluation only)."""
+    crowd = target.get("iscrowd")
+    if crowd is None or not bool(crowd.any()):
+        return target
+    keep = crowd == 0
+    out = dict(target)
+    for key in ("boxes", "labels", "masks", "iscrowd"):
+        if key in out:
+            out[key] = out[key][keep]
+    return out
+
+
+class DetectionTask(BaseTask):
+    """Batches ``(list of images [3,H,W] in 0..1, list of target dicts)`` (see visionkit.data).
+
+    ``metric_backend``: COCO evaluation backend; ``overlay_score_thresh``: minimum score drawn in
+    pictures; ``mask_threshold``: mask probability cut for exports and metrics.
+    """
+
+    task_name = "detection"
+    iou_types: tuple[str, ...] = ("bbox",)
+
+    def __init__(
+        self,
+        *args: Any,
+        metric_backend: str = "faster_coco_eval",
+        overlay_score_thresh: float = 0.5,
+        mask_threshold: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            *args,
+            metric_backend=metric_backend,
+            overlay_score_thresh=overlay_score_thresh,
+            mask_threshold=mask_threshold,
+            **kwargs,
+        )
+        self.metric_backend = check_backend(metric_backend)
+        self.overlay_score_thresh = overlay_score_thresh
+        self.mask_threshold = mask_threshold
+        iou = self.iou_types[0] if len(self.iou_types) == 1 else self.iou_types
+        self.val_map = MeanAveragePrecision(iou_type=iou, backend=self.metric_backend)
+        self._test_groups: list[tuple[int, list[dict[str, Any]], Target]] = []
+        self._gt_sizes: dict[int, tuple[int, int]] = {}
+        self.detections_path: str | None = None
+        self.test_summary: dict[str, Any] = {}
+
+    # -- model -------------------------------------------------------------------------------
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Per-image detections (eval mode): boxes xyxy in input pixels, labels 0..K-1, scores."""
+        return self.head(list(images), None, self.features)
+
+    def training_step(self, batch: tuple[list, list], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        targets = [drop_crowd(t) for t in targets]
+        losses = self.head(list(images), targets, self.features)
+        loss = sum(losses.values())
+        n = len(images)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=n)
+        return loss
+
+    # -- validation (torchmetrics) -----------------------------------------------------------
+    def _metric_inputs(self, preds: list[Target], targets: list[Target]) -> tuple[list, list]:
+        p_out, t_out = [], []
+        for p, t in zip(preds, targets, strict=True):
+            p_out.append({"boxes": p["boxes"], "scores": p["scores"], "labels": p["labels"]})
+            t_out.append(
+                {
+                    "boxes": t["boxes"],
+                    "labels": t["labels"],
+                    "iscrowd": t.get("iscrowd", torch.zeros_like(t["labels"])),
+                }
+            )
+            if "segm" in self.iou_types:
+                p_out[-1]["masks"] = p["masks"][:, 0] >= self.mask_threshold
+                t_out[-1]["masks"] = t["masks"].bool()
+        return p_out, t_out
+
+    def validation_step(self, batch: tuple[list, list], batch_idx: int) -> None:
+        images, targets = batch
+        preds, tgts = self._metric_inputs(self(images), targets)
+        self.val_map.update(preds, tgts)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_map.compute()
+        self.val_map.reset()
+        logged = {
+            f"val/{k}": v.float()
+            for k, v in values.items()
+            if v.numel() == 1 and not k.endswith("classes") and "per_class" not in k
+        }
+        self.log_dict(logged, prog_bar=False)
+
+    # -- test (exported detections evaluated with COCOeval) ----------------------------------
+    def _datamodule(self) -> Any:
+        trainer = getattr(self, "_trainer", None)
+        return getattr(trainer, "datamodule", None) if trainer is not None else None
+
+    def _gt_file(self) -> Path | None:
+        dm = self._datamodule()
+        fn = getattr(dm, "annotation_file", None)
+        path = fn("test") if callable(fn) else None
+        return Path(path) if path is not None and Path(path).is_file() else None
+
+    def on_test_epoch_start(self) -> None:
+        self._test_groups = []
+        gt = self._gt_file()
+        self._gt_sizes = {}
+        if gt is not None:
+            data = json.loads(gt.read_text())
+            self._gt_sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in data["images"]}  # fmt: skip
+
+    def test_step(self, batch: tuple[list, list], batch_idx: int) -> None:
+        images, targets = batch
+        preds = self(images)
+        ids = self.label_ids()
+        for img, pred, target in zip(images, preds, targets, strict=True):
+            image_id = int(target["image_id"])
+            pred = self._to_original(pred, tuple(img.shape[-2:]), self._gt_sizes.get(image_id))
+            records = to_coco_results([{**pred, "image_id": image_id}], ids, self.mask_threshold)
+            gt = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in target.items()}
+            gt["size"] = self._gt_sizes.get(image_id, tuple(img.shape[-2:]))
+            if "segm" not in self.iou_types:
+                gt.pop("masks", None)
+            self._test_groups.append((image_id, records, gt))
+
+    @staticmethod
+    def _to_original(pred: Target, size: tuple[int, int], original: tuple[int, int] | None) -> Target:  # fmt: skip
+        """Undo an evaluation resize: boxes and masks back to the original image's pixels."""
+        if original is None or tuple(original) == tuple(size):
+            return pred
+        (h, w), (oh, ow) = size, original
+        out = dict(pred)
+        scale = pred["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
+        out["boxes"] = pred["boxes"] * scale
+        if "masks" in pred and len(pred["masks"]):
+            out["masks"] = F.interpolate(pred["masks"].float(), size=(oh, ow), mode="bilinear", align_corners=False)  # fmt: skip
+        return out
+
+    def label_ids(self) -> list[int]:
+        """Original dataset category id of each contiguous index."""
+        ids = (self.hparams.get("label_map") or {}).get("ids")
+        return list(ids) if ids else list(range(self.num_classes))
+
+    def on_test_epoch_end(self) -> None:
+        groups = _gather(self._test_groups)
+        summary: dict[str, Any] = {}
+        if self.trainer.is_global_zero:
+            summary = self._evaluate_test(groups)
+        summary = _broadcast(summary)
+        self.test_summary = summary
+        self.detections_path = summary.get("detections")
+        metrics = {f"test/{k}": v for k, v in summary.get("metrics", {}).items()}
+        self.log_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()})
+        self._test_groups = []
+
+    def _evaluate_test(self, groups: list[tuple[int, list, Target]]) -> dict[str, Any]:
+        seen: dict[int, tuple[list, Target]] = {}
+        for image_id, records, gt in groups:  # DDP samplers pad with repeated images
+            seen.setdefault(image_id, (records, gt))
+        results = [r for records, _ in seen.values() for r in records]
+        out_dir = Path(self.trainer.default_root_dir)
+        path = write_results(out_dir / "detections.json", results)
+        gt_file = self._gt_file()
+        if gt_file is None:  # not COCO-backed: the ground truth of what was tested, as COCO json
+            gt_file = write_gt(out_dir / "ground_truth_test.json", seen, self.label_ids(), self.class_names)  # fmt: skip
+        all_ids = set(self._gt_sizes) if self._gt_sizes else set(seen)
+        subset = set(seen) != all_ids
+        metrics = evaluate(
+            gt_file,
+            results,
+            self.iou_types,
+            self.metric_backend,
+            image_ids=sorted(seen) if subset else None,
+        )
+        return {
+            "metrics": metrics,
+            "detections": str(path),
+            "ground_truth": str(gt_file),
+            "evaluated_images": len(seen),
+            "all_images": not subset,
+        }
+
+    def extra_results(self, stage: str) -> dict[str, Any]:
+        """Test: paths of detections.json and the ground truth, number of images evaluated."""
+        if stage != "test" or not self.test_summary:
+            return {}
+        s = self.test_summary
+        return {
+            "test/detections": s["detections"],
+            "test/ground_truth": s["ground_truth"],
+            "test/evaluated_images": s["evaluated_images"],
+            "test/evaluated_all_images": s["all_images"],
+            "test/coco_backend": self.metric_backend,
+        }
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict_step(self, batch: Any, batch_idx: int) -> list[Target]:
+        images = batch[0] if isinstance(batch, list | tuple) and isinstance(batch[0], list | tuple) else batch  # fmt: skip
+        return self(images)
+
+    def draw(self, image_u8: torch.Tensor, pred: Target) -> torch.Tensor:
+        """Detections with score >= overlay_score_thresh drawn on a uint8 image."""
+        from visionkit.overlays import draw_detections
+
+        keep = pred["scores"] >= self.overlay_score_thresh
+        masks = pred["masks"][keep] if "masks" in pred else None
+        return draw_detections(image_u8, pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep], self.class_names, masks)  # fmt: skip
+
+    def overlays(self, batch: Any, max_images: int, mean: Sequence[float], std: Sequence[float]) -> list[torch.Tensor]:  # fmt: skip
+        """Predictions drawn on the first ``max_images`` images of a batch (images are 0..1)."""
+        from visionkit.overlays import to_uint8
+
+        images = list(batch[0][:max_images])
+        with torch.no_grad():
+            preds = self(images)
+        return [self.draw(to_uint8(img), p) for img, p in zip(images, preds, strict=True)]
+
+
+def write_gt(
+    path: Path, seen: dict[int, tuple[list, Target]], ids: Sequence[int], names: Sequence[str]
+) -> Path:
+    """A COCO ground-truth file from the targets of the tested images (formats without one)."""
+    from visionkit.evaluation.coco import encode_mask
+
+    images, anns = [], []
+    for image_id, (_, t) in seen.items():
+        h, w = t["size"]
+        images.append({"id": image_id, "height": int(h), "width": int(w)})
+        crowd = t.get("iscrowd", torch.zeros_like(t["labels"]))
+        for j, (box, label) in enumerate(zip(t["boxes"].tolist(), t["labels"].tolist(), strict=True)):  # fmt: skip
+            x1, y1, x2, y2 = box
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": int(ids[label]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": int(crowd[j]),
+            }
+            if "masks" in t:
+                mask = t["masks"][j].numpy()
+                ann["segmentation"] = encode_mask(mask)
+                ann["area"] = float(mask.sum())
+            anns.append(ann)
+    cats = [{"id": int(i), "name": n} for i, n in zip(ids, names, strict=True)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return path
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _gather(items: list[Any]) -> list[Any]:
+    """Every rank's list, concatenated (on all ranks), or the list itself without DDP."""
+    if not _distributed():
+        return items
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank zero's object on every rank."""
+    if not _distributed():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

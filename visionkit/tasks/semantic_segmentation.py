@@ -1,0 +1,126 @@
+"""Semantic segmentation: backbone -> [neck] -> head logits resized to the image; cross-entropy
+with the ignore index (Dice optional); mIoU (torchmetrics JaccardIndex), pixel accuracy and
+per-class IoU (results.json)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassJaccardIndex,
+)
+
+from visionkit.data.labels import IGNORE_INDEX
+from visionkit.registries import LOSSES
+from visionkit.tasks.base import BaseTask
+
+
+def iou_from_confusion(matrix: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU = TP / (TP + FP + FN) from a confusion matrix (rows true); NaN where the
+    class is in neither prediction nor target."""
+    matrix = matrix.double()
+    tp = matrix.diag()
+    union = matrix.sum(0) + matrix.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+class SemanticSegmentationTask(BaseTask):
+    """Batches ``(images [N,3,H,W] normalised, masks int64 [N,H,W])``; 255 = ignore.
+
+    ``loss``: LOSSES spec built with ``ignore_index`` (``cross_entropy``, ``dice``, ``ce_dice``).
+    """
+
+    task_name = "semantic_segmentation"
+
+    def __init__(self, *args: Any, loss: Any = "cross_entropy", **kwargs: Any) -> None:
+        super().__init__(*args, loss=loss, **kwargs)
+        self.criterion = LOSSES.build(loss, ignore_index=IGNORE_INDEX)
+        k = self.num_classes
+        metrics = MetricCollection(
+            {
+                "mIoU": MulticlassJaccardIndex(k, average="macro", ignore_index=IGNORE_INDEX),
+                "pixel_acc": MulticlassAccuracy(k, average="micro", ignore_index=IGNORE_INDEX),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.confusion = MulticlassConfusionMatrix(k, ignore_index=IGNORE_INDEX)
+        self.last_iou: dict[str, torch.Tensor] = {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits [N,K,H,W] at the input's size."""
+        logits = self.head(self.features(images))
+        if logits.shape[-2:] != images.shape[-2:]:
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)  # fmt: skip
+        return logits
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:  # fmt: skip
+        images, masks = batch
+        loss = self.criterion(self(images), masks)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        images, masks = batch
+        logits = self(images)
+        n = images.shape[0]
+        self.log(f"{stage}/loss", self.criterion(logits, masks), batch_size=n, sync_dist=True)
+        preds = logits.argmax(dim=1)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(preds, masks)
+        self.confusion.update(preds, masks)
+        self.log_dict(metrics, batch_size=n, prog_bar=stage == "val")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.confusion.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_iou["val"] = iou_from_confusion(self.confusion.compute().cpu())
+
+    def on_test_epoch_start(self) -> None:
+        self.confusion.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.last_iou["test"] = iou_from_confusion(self.confusion.compute().cpu())
+
+    def extra_results(self, stage: str) -> dict[str, Any]:
+        """``<stage>/per_class_iou``: {class name: IoU or null when the class never appeared}."""
+        iou = self.last_iou.get(stage)
+        if iou is None:
+            return {}
+        values = {
+            name: (None if torch.isnan(v) else float(v))
+            for name, v in zip(self.class_names, iou, strict=True)
+        }
+        return {f"{stage}/per_class_iou": values}
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        probs = self(images).softmax(dim=1)
+        scores, labels = probs.max(dim=1)
+        return {"labels": labels, "scores": scores}
+
+    def overlays(self, batch: Any, max_images: int, mean: Sequence[float], std: Sequence[float]) -> list[torch.Tensor]:  # fmt: skip
+        """Predicted class maps blended over the first ``max_images`` images of a batch."""
+        from visionkit.overlays import draw_semantic, to_uint8
+
+        images = batch[0][:max_images]
+        with torch.no_grad():
+            labels = self(images).argmax(dim=1)
+        return [
+            draw_semantic(to_uint8(img, mean, std), lab, self.num_classes)
+            for img, lab in zip(images, labels, strict=True)
+        ]
