@@ -49,7 +49,7 @@ def test_conv_norm_act_with_other_layers(layer: str) -> None:
 
 
 def test_conv_norm_act_refuses_unknown_layer_kwargs() -> None:
-    with pytest.raises(ConfigError, match="does not accept.*'rates'"):
+    with pytest.raises(ConfigError, match=r"does not accept.*'rates'"):
         LAYERS.build("conv_norm_act", 4, 8, layer="conv", rates=[1, 2])
 
 
@@ -164,10 +164,10 @@ def test_timm_layer_kwargs_resnet_and_fused_norm_act() -> None:
     from visionkit.layers import timm_layer_kwargs
 
     kw = timm_layer_kwargs("gn", "hswish")
-    m = timm.create_model("resnet18", num_classes=0, **kw)
+    m = timm.create_model("test_resnet", num_classes=0, **kw)
     types = {type(x).__name__ for x in m.modules()}
     assert "GroupNorm" in types and "HardSwish" in types and "BatchNorm2d" not in types
-    m = timm.create_model("mobilenetv2_050", num_classes=0, **kw)
+    m = timm.create_model("test_efficientnet", num_classes=0, **kw)
     types = {type(x).__name__ for x in m.modules()}
     assert "GroupNorm" in types and "BatchNormAct2d" not in types
     assert m(torch.randn(1, 3, 32, 32)).shape[0] == 1

@@ -22,6 +22,12 @@ def _params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
+def _expected(padding: str, n: int, k: int, s: int, d: int) -> int:
+    if padding == "same":
+        return math.ceil(n / s)
+    return conv_output_size(n, k, s, 0 if padding == "valid" else d * (k - 1), d)
+
+
 @pytest.mark.parametrize("padding", ["same", "valid", "full"])
 def test_named_padding_sizes_over_grid(padding: str) -> None:
     for i, k, s, d in GRID:
@@ -29,12 +35,7 @@ def test_named_padding_sizes_over_grid(padding: str) -> None:
             continue
         conv = LAYERS.build("conv", 1, 1, kernel_size=k, stride=s, padding=padding, dilation=d)
         got = conv(torch.zeros(1, 1, i, i + 1)).shape[-2:]
-        want = {
-            "same": lambda n: math.ceil(n / s),
-            "valid": lambda n: conv_output_size(n, k, s, 0, d),
-            "full": lambda n: conv_output_size(n, k, s, d * (k - 1), d),
-        }[padding]
-        assert tuple(got) == (want(i), want(i + 1)), (padding, i, k, s, d)
+        assert tuple(got) == (_expected(padding, i, k, s, d), _expected(padding, i + 1, k, s, d))
 
 
 def test_full_and_valid_at_stride_one() -> None:
