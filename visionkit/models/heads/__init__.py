@@ -7,6 +7,7 @@ from visionkit.models.heads import (  # noqa: F401
     fcn,
     fcos,
     maskrcnn,
+    multi_stage,
     retinanet,
     segnet,
     unet,
