@@ -1,0 +1,150 @@
+"""Offline pretrained weights: visionkit checkpoints, timm / torchvision state dicts, safetensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from visionkit.errors import ConfigError
+from visionkit.models.pretrained import load_pretrained
+from visionkit.plugins import load_builtins
+from visionkit.registries import TASKS
+
+load_builtins()
+SMALL = {"name": "simple_cnn", "channels": [4, 8]}
+
+
+def task(backbone=SMALL, num_classes: int = 3, head="linear", **kw):
+    model = {"backbone": backbone, "head": head}
+    return TASKS.get("classification")(model=model, num_classes=num_classes, **kw)
+
+
+def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def checkpoint(tmp_path: Path, source, task_name: str = "classification") -> Path:
+    """A visionkit checkpoint as Lightning writes it (state_dict, hyper_parameters, visionkit)."""
+    path = tmp_path / "run.ckpt"
+    torch.save(
+        {
+            "state_dict": source.state_dict(),
+            "hyper_parameters": dict(source.hparams),
+            "visionkit": {"task": task_name, "version": "0"},
+            "epoch": 3,
+        },
+        path,
+    )
+    return path
+
+
+def test_visionkit_checkpoint_same_classes_loads_backbone_and_head(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    source = task()
+    torch.manual_seed(1)
+    target = task()
+    report = load_pretrained(target, checkpoint(tmp_path, source))
+    assert same(source.backbone, target.backbone) and same(source.head, target.head)
+    assert report.format == "visionkit" and set(report.loaded) == {"backbone", "head"}
+    assert not report.missing and not report.unexpected
+    assert "loaded backbone" in capsys.readouterr().out
+
+
+def test_other_class_count_reinitialises_head_with_a_message(tmp_path: Path) -> None:
+    source, target = task(num_classes=5), task(num_classes=3)
+    head_before = {k: v.clone() for k, v in target.head.state_dict().items()}
+    report = load_pretrained(target, checkpoint(tmp_path, source))
+    assert same(source.backbone, target.backbone)
+    assert all(torch.equal(v, target.head.state_dict()[k]) for k, v in head_before.items())
+    assert any("head re-initialised" in m and "5 classes" in m for m in report.messages)
+
+
+def test_backbone_from_another_tasks_run(tmp_path: Path) -> None:
+    source, target = task(), task()
+    report = load_pretrained(target, checkpoint(tmp_path, source, "semantic_segmentation"))
+    assert same(source.backbone, target.backbone)
+    assert "head" not in report.loaded
+    assert any("semantic_segmentation" in m for m in report.messages)
+
+
+def test_pretrained_key_in_model_spec_loads_at_build(tmp_path: Path) -> None:
+    source = task()
+    path = checkpoint(tmp_path, source)
+    target = task(backbone={**SMALL, "pretrained": str(path)})
+    assert same(source.backbone, target.backbone)
+    assert "pretrained" not in target.hparams["model"]["backbone"]  # weights travel, not the path
+
+
+TIMM = {"name": "timm", "model_name": "test_resnet"}
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_timm_state_dict_and_safetensors(tmp_path: Path, fmt: str) -> None:
+    import timm
+
+    full = timm.create_model("test_resnet", pretrained=False)
+    state = full.state_dict()
+    path = tmp_path / f"weights.{fmt}"
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": state}, path)  # timm training scripts wrap it like this
+    target = task(TIMM)
+    report = load_pretrained(target, path)
+    loaded = target.backbone.model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in loaded.items())
+    assert not report.missing
+    assert sorted(report.unexpected) == sorted(f"backbone:{k}" for k in state if k not in loaded)
+    assert any("fc" in k for k in report.unexpected)  # the classifier is reported, not loaded
+
+
+def test_timm_stage_renaming_is_absorbed(tmp_path: Path) -> None:
+    """features_only renames ``stages.0`` to ``stages_0``; keys still match."""
+    import timm
+
+    full = timm.create_model("test_convnext", pretrained=False)
+    torch.save(full.state_dict(), tmp_path / "convnext.pth")
+    target = task({"name": "timm", "model_name": "test_convnext"})
+    report = load_pretrained(target, tmp_path / "convnext.pth")
+    assert any(k.startswith("stages_0") for k in target.backbone.model.state_dict())
+    assert not report.missing
+    torch.testing.assert_close(
+        target.backbone.model.state_dict()["stages_1.blocks.0.conv_dw.weight"],
+        full.state_dict()["stages.1.blocks.0.conv_dw.weight"],
+    )
+
+
+def test_torchvision_state_dict(tmp_path: Path) -> None:
+    import torchvision
+
+    tv = torchvision.models.resnet18(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
+    target = task({"name": "timm", "model_name": "resnet18"})
+    report = load_pretrained(target, tmp_path / "resnet18.pth")
+    assert not report.missing
+    assert sorted(report.unexpected) == ["backbone:fc.bias", "backbone:fc.weight"]
+    torch.testing.assert_close(target.backbone.model.state_dict()["layer4.1.bn2.running_var"], tv.layer4[1].bn2.running_var)  # fmt: skip
+
+
+def test_mismatching_shapes_are_reported(tmp_path: Path) -> None:
+    source = task({"name": "simple_cnn", "channels": [4, 16]})
+    torch.save(source.backbone.state_dict(), tmp_path / "bb.pth")
+    report = load_pretrained(task(), tmp_path / "bb.pth")
+    assert any("another shape" in m for m in report.messages)
+    assert report.missing  # the second stage stayed as initialised
+
+
+def test_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.backbone\.pretrained"):
+        load_pretrained(task(), tmp_path / "missing.pth")
+    torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match=r"no tensor of .*other\.pth matches"):
+        load_pretrained(task(), tmp_path / "other.pth")
+    torch.save({"obj": Path("x")}, tmp_path / "pickle.pth")  # needs weights_only=False
+    with pytest.raises(ConfigError, match="weights_only=True"):
+        load_pretrained(task(), tmp_path / "pickle.pth")
