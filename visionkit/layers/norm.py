@@ -5,9 +5,12 @@ Each entry is checked in tests against a direct computation of its definition.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from visionkit.errors import ConfigError
 from visionkit.registries import NORMS
@@ -127,8 +130,20 @@ class SwitchableNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        h, w = x.shape[2:]
+        params = (self.mean_weight, self.var_weight, self.weight, self.bias)
+        if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):  # fmt: skip
+            return _SwitchNormFn.apply(x, functools.partial(self._coefficients, h * w), *params)
         var_in, mean_in = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        scale, shift = self._coefficients(h * w, mean_in, var_in, *params)
+        return torch.addcmul(shift, x, scale)
+
+    def _coefficients(self, hw, mean_in, var_in, mean_weight, var_weight, weight, bias):
+        """Per-(sample, channel) ``scale``, ``shift`` with y = x * scale + shift, from IN moments.
+
+        ``hw`` is H*W (for the unbiased running variance); updates running statistics in training.
+        """
+        n, c = mean_in.shape[:2]
         sq_in = var_in + mean_in * mean_in  # E[x^2] per (sample, channel)
         mean_ln = mean_in.mean(1, keepdim=True)
         var_ln = sq_in.mean(1, keepdim=True) - mean_ln * mean_ln
@@ -136,24 +151,62 @@ class SwitchableNorm2d(nn.Module):
             mean_bn = mean_in.mean(0, keepdim=True)
             var_bn = sq_in.mean(0, keepdim=True) - mean_bn * mean_bn
             with torch.no_grad():
-                count = n * h * w
+                count = n * hw
                 unbiased = var_bn.flatten() * (count / max(count - 1, 1))
                 self.running_mean.lerp_(mean_bn.flatten().to(self.running_mean.dtype), self.momentum)  # fmt: skip
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
         else:
-            mean_bn = self.running_mean.view(1, c, 1, 1).to(x.dtype)
-            var_bn = self.running_var.view(1, c, 1, 1).to(x.dtype)
-        wm = F.softmax(self.mean_weight, 0).to(x.dtype)
-        wv = F.softmax(self.var_weight, 0).to(x.dtype)
+            mean_bn = self.running_mean.view(1, c, 1, 1).to(mean_in.dtype)
+            var_bn = self.running_var.view(1, c, 1, 1).to(mean_in.dtype)
+        wm = F.softmax(mean_weight, 0).to(mean_in.dtype)
+        wv = F.softmax(var_weight, 0).to(mean_in.dtype)
         mean = wm[0] * mean_in + wm[1] * mean_ln + wm[2] * mean_bn
         var = wv[0] * var_in + wv[1] * var_ln + wv[2] * var_bn
         scale = (var + self.eps).rsqrt()
-        if self.weight is not None:
-            scale = scale * self.weight.view(1, c, 1, 1).to(x.dtype)
+        if weight is not None:
+            scale = scale * weight.view(1, c, 1, 1).to(mean_in.dtype)
         shift = -mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias.view(1, c, 1, 1).to(x.dtype)
-        return torch.addcmul(shift, x, scale)
+        if bias is not None:
+            shift = shift + bias.view(1, c, 1, 1).to(mean_in.dtype)
+        return scale, shift
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, eps={self.eps}, momentum={self.momentum}"
+
+
+class _SwitchNormFn(torch.autograd.Function):
+    """y = x * scale + shift with (scale, shift) a small differentiable function of the
+    per-(sample, channel) moments of x; the backward fuses the big-tensor work into two
+    reductions and two elementwise passes (autograd alone needs about twice that).
+    """
+
+    @staticmethod
+    def forward(ctx, x, coefficients, *params):  # type: ignore[override]
+        var_in, mean_in = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        with torch.enable_grad():
+            m = mean_in.detach().requires_grad_(True)
+            v = var_in.detach().requires_grad_(True)
+            leaves = [p.detach().requires_grad_(p.requires_grad) if p is not None else None for p in params]  # fmt: skip
+            scale, shift = coefficients(m, v, *leaves)
+        ctx.save_for_backward(x)
+        ctx.graph = (m, v, leaves, scale, shift)
+        return torch.addcmul(shift.detach(), x, scale.detach())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        m, v, leaves, scale, shift = ctx.graph
+        g_scale = torch.einsum("nchw,nchw->nc", g, x).view_as(scale)
+        g_shift = g.sum((2, 3), keepdim=True)
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        grads = torch.autograd.grad([scale, shift], [m, v, *wanted], [g_scale, g_shift], allow_unused=True, retain_graph=True)  # fmt: skip
+        gm = grads[0] if grads[0] is not None else torch.zeros_like(m)
+        gv = grads[1] if grads[1] is not None else torch.zeros_like(v)
+        hw = x.shape[2] * x.shape[3]
+        c1 = gv * (2.0 / hw)  # d var_in / dx = 2 (x - mean) / HW;  d mean_in / dx = 1 / HW
+        c0 = gm / hw - c1 * m.detach()
+        grad_x = torch.addcmul(c0, x, c1).addcmul_(g, scale.detach())
+        it = iter(grads[2:])
+        param_grads = [next(it) if t is not None and t.requires_grad else None for t in leaves]
+        return (grad_x, None, *param_grads)
