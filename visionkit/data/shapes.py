@@ -44,7 +44,7 @@ class ShapesDataModule(CocoDataModule):
             num_test=int(num_test),
             min_objects=int(min_objects),
             max_objects=int(max_objects),
-            min_size=float(min_size if min_size is not None else (0.12 if many else 0.25)),
+            min_size=float(min_size if min_size is not None else (0.12 if many else 0.3)),
             max_size=float(max_size if max_size is not None else (0.3 if many else 0.45)),
             seed=int(seed),
         )

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 
 from visionkit.errors import ConfigError
 
-SHAPE_NAMES = ("circle", "square", "triangle", "star", "hexagon", "cross")
+SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "semicircle")
 CATEGORY_IDS = tuple(1 + 2 * i for i in range(len(SHAPE_NAMES)))  # 1, 3, 5, 7, 9, 11
 SPLITS = ("train", "val", "test")
 
@@ -46,7 +46,7 @@ class ShapesSpec:
     num_test: int = 400
     min_objects: int = 1
     max_objects: int = 1
-    min_size: float = 0.25  # shape radius as a fraction of the image side
+    min_size: float = 0.3  # shape radius as a fraction of the image side
     max_size: float = 0.45
     seed: int = 0
 
@@ -89,8 +89,8 @@ def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> li
         pts = [(1.0, -math.pi / 2 + 2 * math.pi / 3 * k) for k in range(3)]
     elif kind == "star":
         pts = [(1.0 if k % 2 == 0 else 0.45, -math.pi / 2 + math.pi / 5 * k) for k in range(10)]
-    elif kind == "hexagon":
-        pts = [(1.0, math.pi / 3 * k) for k in range(6)]
+    elif kind == "semicircle":  # a half disc, its flat side through the centre
+        pts = [(1.0, math.pi * k / 16) for k in range(17)]
     elif kind == "cross":
         a, b = 0.35, 1.0  # half arm width, arm length (in units of r / sqrt(a^2 + b^2))
         raw = [(a, b), (a, a), (b, a), (b, -a), (a, -a), (a, -b),
@@ -117,12 +117,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         freq = rng.uniform(2, 8)
         theta = rng.uniform(0, math.pi)
         wave = np.sin(2 * math.pi * freq * (xx * math.cos(theta) + yy * math.sin(theta)))
-        field = wave[..., None] * rng.uniform(10, 30)
+        field = wave[..., None] * rng.uniform(8, 20)
     else:  # low-frequency blotches
         coarse = rng.normal(0, 25, size=(4, 4, 3)) + 128
         small = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8))
         field = np.asarray(small.resize((size, size), Image.BILINEAR), np.float32) - 128
-    noise = rng.normal(0, rng.uniform(4, 14), size=(size, size, 3))
+    noise = rng.normal(0, rng.uniform(3, 10), size=(size, size, 3))
     return np.clip(base + field + noise, 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,235 @@
+"""The COCO reader: agreement with pycocotools, every bad-data case (error names the file, skip
+counts), image modes and EXIF, and the coco datamodule for every task."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visionkit.data.datasets.coco import ann_to_mask, load_coco
+from visionkit.data.images import load_image
+from visionkit.data.validation import BadDataReport, BadDataWarning
+from visionkit.errors import DataError
+
+H, W = 24, 32
+CATS = [{"id": 40, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 7, "name": "bird"}]
+
+
+def _rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    flat = mask.astype(np.uint8).flatten(order="F")
+    counts, value, run = [], 0, 0
+    for v in flat:
+        if v == value:
+            run += 1
+        else:
+            counts.append(run)
+            value, run = v, 1
+    counts.append(run)
+    return {"size": [H, W], "counts": counts}
+
+
+def _coco(root: Path) -> dict:
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(
+            root / "train" / f"{i}.png"
+        )
+    block = np.zeros((H, W), bool)
+    block[5:15, 10:30] = True
+    crowd = np.zeros((H, W), bool)
+    crowd[0:4, 0:8] = True
+    anns = [
+        {"id": 1, "image_id": 10, "category_id": 40, "bbox": [2, 2, 10, 8], "area": 80.0,
+         "segmentation": [[2, 2, 12, 2, 12, 10, 2, 10]], "iscrowd": 0},
+        {"id": 2, "image_id": 10, "category_id": 2, "bbox": [10, 5, 20, 10], "area": 200.0,
+         "segmentation": _rle(block), "iscrowd": 0},
+        {"id": 3, "image_id": 11, "category_id": 7, "bbox": [0, 0, 8, 4], "area": 32.0,
+         "segmentation": _uncompressed_rle(crowd), "iscrowd": 1},
+        {"id": 4, "image_id": 11, "category_id": 7, "bbox": [4, 4, 12, 12], "area": 72.0,
+         "segmentation": [[4, 4, 16, 4, 10, 16]], "iscrowd": 0},
+        {"id": 5, "image_id": 12, "category_id": 2, "bbox": [20, 10, 11.5, 13.5], "area": 100.0,
+         "segmentation": [[20, 10, 31, 10, 31, 23, 20, 23], [22, 12, 24, 12, 24, 14]],
+         "iscrowd": 0},
+    ]  # fmt: skip
+    data = {
+        "images": [
+            {"id": 10 + i, "file_name": f"{i}.png", "width": W, "height": H} for i in range(4)
+        ],
+        "annotations": anns,
+        "categories": CATS,
+    }
+    (root / "annotations").mkdir(exist_ok=True)
+    return data
+
+
+def _write(root: Path, data: dict, split: str = "train") -> Path:
+    path = root / "annotations" / f"instances_{split}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def coco_root(tmp_path: Path) -> tuple[Path, dict]:
+    data = _coco(tmp_path)
+    _write(tmp_path, data)
+    return tmp_path, data
+
+
+def test_agrees_with_pycocotools(coco_root) -> None:
+    from pycocotools.coco import COCO
+
+    root, _ = coco_root
+    ann_file = root / "annotations" / "instances_train.json"
+    report = BadDataReport("error")
+    index = load_coco(ann_file, root / "train", report, task="instance_segmentation")
+    ref = COCO(str(ann_file))
+    assert sorted(r.id for r in index.records) == sorted(ref.getImgIds())
+    for rec in index.records:
+        ref_anns = ref.loadAnns(ref.getAnnIds(imgIds=rec.id))
+        assert [a["id"] for a in rec.anns] == [a["id"] for a in ref_anns]
+        for mine, theirs in zip(rec.anns, ref_anns, strict=True):
+            assert mine["area"] == theirs["area"] and mine["iscrowd"] == theirs["iscrowd"]
+            x, y, w, h = theirs["bbox"]
+            assert mine["bbox"] == pytest.approx((x, y, min(x + w, W), min(y + h, H)))
+            assert np.array_equal(ann_to_mask(mine, H, W), ref.annToMask(theirs))
+    assert report.notes["image_without_annotations"] == 1  # image 13: kept as a negative
+    assert len(index.records) == 4
+    assert index.label_map.ids == [2, 7, 40] and index.label_map.names == ["cat", "bird", "dog"]
+
+
+def _break(case: str, root: Path, data: dict) -> tuple[dict, str, str]:
+    """Apply one bad-data case; returns (data, kind counted in skip mode, text the error names)."""
+    data = copy.deepcopy(data)
+    anns = data["annotations"]
+    if case == "missing_image":
+        (root / "train" / "1.png").unlink()
+        return data, "missing_image", "1.png"
+    if case == "truncated_image":
+        raw = (root / "train" / "2.png").read_bytes()
+        (root / "train" / "2.png").write_bytes(raw[: len(raw) // 2])
+        return data, "unreadable_image", "2.png"
+    if case == "not_an_image":
+        (root / "train" / "3.png").write_bytes(b"this is not a picture")
+        return data, "unreadable_image", "3.png"
+    if case == "unknown_category":
+        anns[0]["category_id"] = 99
+        return data, "unknown_category", "annotation id 1"
+    if case == "box_outside":
+        anns[1]["bbox"] = [W - 2, 5, 20, 10]
+        return data, "box_outside_image", "annotation id 2"
+    if case == "zero_area_box":
+        anns[3]["bbox"] = [4, 4, 0, 12]
+        return data, "zero_area_box", "annotation id 4"
+    if case == "empty_polygon":
+        anns[0]["segmentation"] = []
+        return data, "bad_segmentation", "annotation id 1"
+    if case == "malformed_polygon":
+        anns[4]["segmentation"] = [[20, 10, 31]]
+        return data, "bad_segmentation", "annotation id 5"
+    if case == "orphan_annotation":
+        anns[2]["image_id"] = 555
+        return data, "orphan_annotation", "annotation id 3"
+    raise AssertionError(case)
+
+
+CASES = ["missing_image", "truncated_image", "not_an_image", "unknown_category", "box_outside",
+         "zero_area_box", "empty_polygon", "malformed_polygon", "orphan_annotation"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_data_error_names_file_and_skip_counts(case: str, coco_root) -> None:
+    root, data = coco_root
+    data, kind, where = _break(case, root, data)
+    ann_file = _write(root, data)
+    with pytest.raises(DataError) as err:
+        load_coco(
+            ann_file, root / "train", BadDataReport("error"), "instance_segmentation", "header"
+        )
+    assert where in str(err.value) and "on_bad=skip" in str(err.value)
+    report = BadDataReport("skip")
+    with pytest.warns(BadDataWarning):
+        index = load_coco(ann_file, root / "train", report, "instance_segmentation", "header")
+    assert report.skipped[kind] == 1
+    n_anns = sum(len(r.anns) for r in index.records)
+    skipped_images = report.skipped["missing_image"] + report.skipped["unreadable_image"]
+    dropped_anns = report.total_skipped - skipped_images
+    assert n_anns == len(data["annotations"]) - dropped_anns
+    with pytest.warns(BadDataWarning, match=kind):
+        report.finish()
+
+
+def test_truncated_jpeg_found_by_full_verification(coco_root) -> None:
+    root, data = coco_root
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(root / "train" / "j.jpg")
+    raw = (root / "train" / "j.jpg").read_bytes()
+    (root / "train" / "j.jpg").write_bytes(raw[: len(raw) // 2])
+    data["images"].append({"id": 99, "file_name": "j.jpg", "width": W, "height": H})
+    ann_file = _write(root, data)
+    with pytest.raises(DataError, match=r"j\.jpg"):
+        load_coco(ann_file, root / "train", BadDataReport("error"), "detection", "full")
+    with pytest.raises(DataError, match=r"j\.jpg"):
+        load_image(root / "train" / "j.jpg")
+
+
+def test_malformed_json_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "a.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match=r"a\.json"):
+        load_coco(bad, tmp_path, BadDataReport("error"))
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(DataError, match="annotations"):
+        load_coco(bad, tmp_path, BadDataReport("error"))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "LA", "1", "CMYK"])
+def test_image_modes_convert_to_rgb_uint8(tmp_path: Path, mode: str) -> None:
+    rng = np.random.default_rng(2)
+    if mode == "I;16":
+        arr = (rng.integers(0, 65535, (H, W))).astype(np.uint16)
+        im = Image.fromarray(arr)
+        expected_gray = np.clip(arr / 65535 * 255 + 0.5, 0, 255).astype(np.uint8)
+    else:
+        im = Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).convert(mode)
+        expected_gray = None
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    im.save(path)
+    t = load_image(path)
+    assert t.dtype == torch.uint8 and t.shape == (3, H, W)
+    if expected_gray is not None:
+        assert np.abs(t[0].numpy().astype(int) - expected_gray).max() <= 1
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    im = Image.new("RGB", (W, H), (0, 0, 0))
+    im.paste((255, 255, 255), (0, 0, 4, 4))  # white top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    im.save(tmp_path / "e.jpg", exif=exif, quality=100)
+    t = load_image(tmp_path / "e.jpg")
+    assert t.shape == (3, W, H)  # width and height swapped
+    assert t[:, :4, -4:].float().mean() > 200  # the corner moved to the top-right
+
+
+def test_palette_png_with_transparency(tmp_path: Path) -> None:
+    im = Image.new("P", (W, H), 1)
+    im.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    im.info["transparency"] = 0
+    im.save(tmp_path / "p.png")
+    t = load_image(tmp_path / "p.png")
+    assert t.shape == (3, H, W) and t[0].float().mean() == pytest.approx(200, abs=1)
