@@ -167,7 +167,7 @@ class AutoFinetune(FinetuneSchedule):
             num_stages = len(self.backbone_part_names(pl_module))
             decision = self.decide(size, distance, num_stages)
         decision = trainer.strategy.broadcast(decision, src=0)  # every rank runs the same schedule
-        self.report = {"schedule": "auto", "choice": decision["schedule"], **decision}
+        self.report = {**decision, "schedule": "auto", "choice": decision["schedule"]}
         if self.verbose and trainer.is_global_zero:
             print(f"finetune 'auto' chose '{decision['schedule']}': {decision['reason']}")
         self.inner = CALLBACKS.build({**self.options, "verbose": self.verbose, **decision["spec"]})
