@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
+from torch import nn
 from torchvision.models.detection import FCOS
+from torchvision.models.detection._utils import BoxLinearCoder
+from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSRegressionHead
 from torchvision.models.detection.fcos import FCOSHead as TVFCOSHead
 
 from visionkit.models.backbones.base import FeatureInfo
@@ -18,6 +23,17 @@ from visionkit.models.heads.detector_base import (
     common_channels,
 )
 from visionkit.registries import HEADS
+
+
+class _FCOSHead(TVFCOSHead):
+    """torchvision's FCOS head with GroupNorm groups dividing the channel count (it hard-codes 32)."""
+
+    def __init__(self, channels: int, num_classes: int, num_convs: int) -> None:
+        nn.Module.__init__(self)
+        norm = partial(nn.GroupNorm, math.gcd(32, channels))
+        self.box_coder = BoxLinearCoder(normalize_by_size=True)
+        self.classification_head = FCOSClassificationHead(channels, 1, num_classes, num_convs, norm_layer=norm)  # fmt: skip
+        self.regression_head = FCOSRegressionHead(channels, 1, num_convs, norm_layer=norm)
 
 
 @HEADS.register("fcos")
@@ -46,7 +62,7 @@ class FCOSHead(DetectorHead):
         channels = common_channels(feature_info, "fcos")
         anchors = anchor_generator(feature_info, anchor_sizes, (1.0,), anchor_scale, "fcos")
         self.adapter = TaskFeatures(channels)
-        head = TVFCOSHead(channels, 1, num_classes + 1, num_convs=num_convs)
+        head = _FCOSHead(channels, num_classes + 1, num_convs)
         self.detector = FCOS(
             self.adapter,
             num_classes + 1,

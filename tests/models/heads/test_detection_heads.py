@@ -1,0 +1,117 @@
+"""Detector heads (torchvision) on two backbones + fpn: losses, outputs, no duplicated backbone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from visionkit.errors import ConfigError
+from visionkit.registries import HEADS, NECKS
+
+DETECTORS = {
+    "fasterrcnn": {"name": "fasterrcnn", "min_size": 64, "max_size": 64, "representation_size": 32},
+    "retinanet": {"name": "retinanet", "min_size": 64, "max_size": 64},
+    "fcos": {"name": "fcos", "min_size": 64, "max_size": 64, "num_convs": 1},
+    "maskrcnn": {
+        "name": "maskrcnn",
+        "min_size": 64,
+        "max_size": 64,
+        "representation_size": 32,
+        "mask_channels": 8,
+    },
+}
+RCNN_FAST = {"rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100, "box_batch_size_per_image": 64}  # fmt: skip
+for _name in ("fasterrcnn", "maskrcnn"):
+    DETECTORS[_name].update(RCNN_FAST)
+K = 2
+
+
+def batch(masks: bool) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Two 64 px images: one bright square (class 1) on the first, a bar (class 0) and nothing else."""
+    images = [torch.full((3, 64, 64), 0.2), torch.full((3, 64, 64), 0.2)]
+    images[0][:, 12:40, 16:44] = 0.9
+    images[1][0, 40:56, 4:60] = 0.9
+    targets = [
+        {"boxes": torch.tensor([[16.0, 12.0, 44.0, 40.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[4.0, 40.0, 60.0, 56.0]]), "labels": torch.tensor([0])},
+    ]
+    if masks:
+        for t in targets:
+            x1, y1, x2, y2 = t["boxes"][0].int().tolist()
+            m = torch.zeros(1, 64, 64, dtype=torch.uint8)
+            m[0, y1:y2, x1:x2] = 1
+            t["masks"] = m
+    return images, targets
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_detector_trains_and_predicts_on_task_features(
+    backbone: torch.nn.Module, name: str
+) -> None:
+    torch.manual_seed(0)
+    neck = NECKS.build({"name": "fpn", "out_channels": 16, "in_indices": [1, 2, 3]}, backbone.feature_info)  # fmt: skip
+    head = HEADS.build(DETECTORS[name], neck.feature_info, K)
+    # the detector holds no backbone or neck parameters: they are registered once, in the task
+    own = {id(p) for p in head.parameters()}
+    assert not own & {id(p) for p in [*backbone.parameters(), *neck.parameters()]}
+    assert not any("backbone.stages" in k or k.startswith("fpn") for k in head.state_dict())
+
+    def features(x: torch.Tensor) -> list[torch.Tensor]:
+        return neck(backbone(x))
+
+    images, targets = batch(masks=name == "maskrcnn")
+    params = [*backbone.parameters(), *neck.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=2e-3)
+    head.train()
+    totals = []
+    for _ in range(8):
+        losses = head(images, targets, features)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        totals.append(total.item())
+    assert all(torch.isfinite(torch.tensor(totals)))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
+    assert min(totals[-3:]) < 0.8 * totals[0], totals
+    head.eval()
+    with torch.no_grad():
+        out = head(images, None, features)
+    assert len(out) == 2
+    for det in out:
+        assert det["boxes"].shape[1:] == (4,)
+        assert len(det["labels"]) == len(det["scores"]) == len(det["boxes"])
+        assert (
+            (det["labels"] >= 0) & (det["labels"] < K)
+        ).all()  # contiguous labels, no background
+        if name == "maskrcnn":
+            assert det["masks"].shape[1:] == (1, 64, 64)
+
+
+def test_anchor_sizes_must_match_the_levels() -> None:
+    from visionkit.models.backbones.base import FeatureInfo
+
+    info = [FeatureInfo(8, 8), FeatureInfo(8, 16)]
+    with pytest.raises(ConfigError, match="anchor_sizes"):
+        HEADS.build({"name": "fasterrcnn", "anchor_sizes": [[32]]}, info, 2)
+
+
+def test_detector_without_neck_names_the_fix() -> None:
+    from visionkit.models.backbones.base import FeatureInfo
+
+    with pytest.raises(ConfigError, match="neck"):
+        HEADS.build("retinanet", [FeatureInfo(8, 8), FeatureInfo(16, 16)], 2)
+
+
+def test_score_threshold_and_detections_per_image_are_applied(backbone: torch.nn.Module) -> None:
+    neck = NECKS.build({"name": "fpn", "out_channels": 8}, backbone.feature_info)
+    spec = {**DETECTORS["retinanet"], "score_thresh": 0.0, "detections_per_img": 3}
+    head = HEADS.build(spec, neck.feature_info, K).eval()
+    images, _ = batch(masks=False)
+    with torch.no_grad():
+        out = head(images, None, lambda x: neck(backbone(x)))
+    assert all(len(d["boxes"]) == 3 for d in out)
+    head.set_thresholds(score_thresh=1.01)
+    with torch.no_grad():
+        out = head(images, None, lambda x: neck(backbone(x)))
+    assert all(len(d["boxes"]) == 0 for d in out)
