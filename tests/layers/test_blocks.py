@@ -173,3 +173,15 @@ def test_timm_layer_kwargs_resnet_and_fused_norm_act() -> None:
     assert m(torch.randn(1, 3, 32, 32)).shape[0] == 1
     with pytest.raises(ConfigError, match="channel"):
         timm_layer_kwargs(None, "crelu")
+
+
+def test_aspp_pooling_branch_equals_bn_on_pooled_features() -> None:
+    """Normalising after upsampling gives BatchNorm's statistics of the pooled 1x1 map."""
+    torch.manual_seed(0)
+    m = LAYERS.build("aspp", 3, 4, rates=[2])
+    branch = m.branches[-1]
+    x = torch.randn(3, 3, 5, 6)
+    pooled = branch.conv(x.mean((2, 3), keepdim=True))
+    ref = torch.relu(nn.functional.batch_norm(pooled, None, None, branch.norm.weight, branch.norm.bias, training=True))  # fmt: skip
+    torch.testing.assert_close(branch(x), ref.expand(-1, -1, 5, 6))
+    assert m(torch.randn(1, 3, 5, 6)).shape == (1, 4, 5, 6)  # batch of one trains

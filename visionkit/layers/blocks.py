@@ -197,17 +197,25 @@ class HybridDilatedConv(nn.Sequential):
 
 
 class ASPPPooling(nn.Module):
-    """ASPP's image-level branch: global average pool, 1x1 conv_norm_act, upsample back."""
+    """ASPP's image-level branch: global average pool, 1x1 conv, upsample back, then norm and act.
+
+    The norm runs after upsampling: for BatchNorm the statistics equal those of the 1x1 map (each
+    value is repeated H*W times), and a batch of one trains without an error (the branch then
+    outputs the norm's bias, as BatchNorm's definition implies).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, norm: Any, act: Any) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.conv = ConvNormAct(in_channels, out_channels, 1, norm=norm, act=act)
-        self.out_channels = self.conv.out_channels
+        norm_module = build_norm(norm, out_channels)
+        self.conv = LAYERS.build("conv", in_channels, out_channels, 1, bias=norm_module is None)
+        self.norm = norm_module if norm_module is not None else nn.Identity()
+        self.act = build_act(act) or nn.Identity()
+        self.out_channels = out_channels * channel_multiplier(self.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(self.pool(x))
-        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        y = F.interpolate(self.conv(self.pool(x)), size=x.shape[-2:], mode="nearest")
+        return self.act(self.norm(y))
 
 
 @LAYERS.register("aspp")
@@ -215,8 +223,7 @@ class ASPP(nn.Module):
     """Atrous spatial pyramid pooling (DeepLabv3): a 1x1 branch, 3x3 branches at ``rates`` and an
     image-pooling branch, concatenated at the input's size, then projected by a 1x1 conv.
 
-    The pooling branch's norm sees one value per channel and sample: train it with batch size > 1
-    or pick a norm such as ``gn``.
+    The pooling branch normalises after upsampling (see ``ASPPPooling``), so batch size 1 works.
     """
 
     def __init__(
