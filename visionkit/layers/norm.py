@@ -25,9 +25,41 @@ def batch_norm(num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affi
 
 
 @NORMS.register("sync_bn", aliases=("syncbatchnorm",))
-def sync_batch_norm(num_channels: int, eps: float = 1e-5, momentum: float = 0.1) -> nn.SyncBatchNorm:  # fmt: skip
-    """BatchNorm whose statistics are reduced across DDP processes (plain BN when not distributed)."""
-    return nn.SyncBatchNorm(num_channels, eps=eps, momentum=momentum)
+class SyncBatchNorm2d(nn.SyncBatchNorm):
+    """BatchNorm whose statistics are reduced across DDP processes; plain BN when not distributed.
+
+    torch's SyncBatchNorm refuses CPU tensors; on CPU (gloo) the sums are all-reduced here with
+    the differentiable ``torch.distributed.nn`` all_reduce, so CPU DDP runs work and are testable.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
+        super().__init__(num_channels, eps=eps, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1  # fmt: skip
+        if not (self.training and distributed and x.device.type == "cpu"):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_full((1,), x.numel() // c)])  # fmt: skip
+        total = all_reduce(local, group=self.process_group or dist.group.WORLD)
+        n = total[-1]
+        mean = total[:c] / n
+        var = total[c : 2 * c] / n - mean * mean
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)  # fmt: skip
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(var.detach() * (n / (n - 1)).clamp(min=1), factor)
+        scale = (var + self.eps).rsqrt()
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale + (self.bias if self.affine else 0)
+        return x * scale.view(1, c, 1, 1) + shift.view(1, c, 1, 1)
 
 
 @NORMS.register("ln", aliases=("layernorm",))
