@@ -86,8 +86,17 @@ def check(rel: str) -> None:
     if group in ("model/backbone", "model/neck", "model/head"):
         check_model_part(group, name)
         return
-    cfg = compose_cfg([f"{group}={name}"])
-    from visionkit.registries import ACTIVATIONS, CALLBACKS, DATASETS, LAYERS, NORMS, TRANSFORMS
+    if group in ("layers", "upsamplers"):  # specs referenced from other configs: build alone
+        from visionkit.registries import LAYERS, UPSAMPLERS
+
+        spec = OmegaConf.load(CONF / f"{rel}.yaml")
+        x = torch.randn(2, 8, 16, 16)
+        module = LAYERS.build(spec, 8, 8) if group == "layers" else UPSAMPLERS.build(spec, 8, 8, 2)
+        assert module(x).shape[:2] == (2, 8)
+        return
+    optional = group in ("model/norm", "model/act")  # not in the defaults list: appended with +
+    cfg = compose_cfg([f"{'+' if optional else ''}{group}={name}"])
+    from visionkit.registries import ACTIVATIONS, CALLBACKS, DATASETS, NORMS, TRANSFORMS
 
     if group == "task" or group == "experiment":
         build_task(cfg)
@@ -95,13 +104,14 @@ def check(rel: str) -> None:
     elif group == "model":
         build_task(cfg)
     elif group == "model/norm":
+        assert cfg.model.norm.name == name
         out = NORMS.build(cfg.model.norm, 8)(torch.randn(2, 8, 4, 4))
         assert out.shape == (2, 8, 4, 4)
+        build_task(cfg)  # the choice reaches the backbone
     elif group == "model/act":
+        assert cfg.model.act.name == name
         ACTIVATIONS.build(cfg.model.act)(torch.randn(2, 8, 4, 4))
-    elif group == "layers":
-        spec = OmegaConf.load(CONF / f"{rel}.yaml")
-        LAYERS.build(spec, 8, 8)(torch.randn(1, 8, 16, 16))
+        build_task(cfg)
     elif group == "transforms":
         for spec in OmegaConf.load(CONF / f"{rel}.yaml").values():
             for item in spec if isinstance(spec, list) else [spec]:
