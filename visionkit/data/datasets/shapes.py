@@ -34,6 +34,7 @@ from visionkit.errors import ConfigError
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "semicircle")
 CATEGORY_IDS = tuple(1 + 2 * i for i in range(len(SHAPE_NAMES)))  # 1, 3, 5, 7, 9, 11
 SPLITS = ("train", "val", "test")
+VERSION = 2  # bump when the drawing changes, so stale caches are not reused
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class ShapesSpec:
     @property
     def key(self) -> str:
         return (
-            f"s{self.image_size}_n{self.num_train}-{self.num_val}-{self.num_test}"
+            f"v{VERSION}_s{self.image_size}_n{self.num_train}-{self.num_val}-{self.num_test}"
             f"_o{self.min_objects}-{self.max_objects}_r{self.min_size:g}-{self.max_size:g}"
             f"_seed{self.seed}"
         )
