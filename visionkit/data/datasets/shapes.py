@@ -34,7 +34,7 @@ from visionkit.errors import ConfigError
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "semicircle")
 CATEGORY_IDS = tuple(1 + 2 * i for i in range(len(SHAPE_NAMES)))  # 1, 3, 5, 7, 9, 11
 SPLITS = ("train", "val", "test")
-VERSION = 2  # bump when the drawing changes, so stale caches are not reused
+VERSION = 3  # bump when the drawing changes, so stale caches are not reused
 
 
 @dataclass(frozen=True)
@@ -118,12 +118,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         freq = rng.uniform(2, 8)
         theta = rng.uniform(0, math.pi)
         wave = np.sin(2 * math.pi * freq * (xx * math.cos(theta) + yy * math.sin(theta)))
-        field = wave[..., None] * rng.uniform(8, 20)
+        field = wave[..., None] * rng.uniform(5, 12)
     else:  # low-frequency blotches
         coarse = rng.normal(0, 25, size=(4, 4, 3)) + 128
         small = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8))
         field = np.asarray(small.resize((size, size), Image.BILINEAR), np.float32) - 128
-    noise = rng.normal(0, rng.uniform(3, 10), size=(size, size, 3))
+    noise = rng.normal(0, rng.uniform(3, 8), size=(size, size, 3))
     return np.clip(base + field + noise, 0, 255).astype(np.uint8)
 
 
