@@ -2,8 +2,8 @@
 the COCO format, so it serves all four tasks from the same files.
 
 Config keys: image_size, num_train, num_val, num_test, min_objects, max_objects, min_size,
-max_size, seed (generation; each combination is cached in its own directory under ``root``), plus
-every VisionDataModule key. Classification uses ``max_objects: 1`` (one shape per image; with more
+max_size, max_rotation, seed (generation; each combination is cached in its own directory under
+``root``), plus every VisionDataModule key. Classification uses ``max_objects: 1`` (one shape per image; with more
 shapes the label is the largest shape's category).
 """
 
@@ -31,6 +31,7 @@ class ShapesDataModule(CocoDataModule):
         max_objects: int = 1,
         min_size: float | None = None,
         max_size: float | None = None,
+        max_rotation: float = 30.0,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -46,6 +47,7 @@ class ShapesDataModule(CocoDataModule):
             max_objects=int(max_objects),
             min_size=float(min_size if min_size is not None else (0.12 if many else 0.3)),
             max_size=float(max_size if max_size is not None else (0.3 if many else 0.45)),
+            max_rotation=float(max_rotation),
             seed=int(seed),
         )
         self.required_splits = tuple(s for s in ("train", "val") if self.spec.count(s) > 0)

@@ -49,6 +49,7 @@ class ShapesSpec:
     max_objects: int = 1
     min_size: float = 0.3  # shape radius as a fraction of the image side
     max_size: float = 0.45
+    max_rotation: float = 30.0  # degrees either way from each shape's upright pose
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,6 +65,8 @@ class ShapesSpec:
                 f"data.min_size/max_size must satisfy 0.05 <= min <= max <= 0.5, got "
                 f"{self.min_size}/{self.max_size}"
             )
+        if not 0 <= self.max_rotation <= 180:
+            raise ConfigError(f"data.max_rotation must be in [0, 180], got {self.max_rotation}")
         for split in SPLITS:
             if self.count(split) < 0:
                 raise ConfigError(f"data.num_{split} must be >= 0")
@@ -76,6 +79,7 @@ class ShapesSpec:
         return (
             f"v{VERSION}_s{self.image_size}_n{self.num_train}-{self.num_val}-{self.num_test}"
             f"_o{self.min_objects}-{self.max_objects}_r{self.min_size:g}-{self.max_size:g}"
+            f"_rot{self.max_rotation:g}"
             f"_seed{self.seed}"
         )
 
@@ -149,7 +153,8 @@ def _render(rng: np.random.Generator, spec: ShapesSpec) -> tuple[Image.Image, li
             kind = int(rng.integers(len(SHAPE_NAMES)))
             r = rng.uniform(spec.min_size, spec.max_size) * size
             cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
-            poly = shape_polygon(SHAPE_NAMES[kind], cx, cy, r, rng.uniform(0, 2 * math.pi))
+            angle = math.radians(rng.uniform(-spec.max_rotation, spec.max_rotation))
+            poly = shape_polygon(SHAPE_NAMES[kind], cx, cy, r, angle)
             mask_img = Image.new("L", (size, size), 0)
             ImageDraw.Draw(mask_img).polygon(poly, fill=1)
             mask = np.asarray(mask_img, bool)
