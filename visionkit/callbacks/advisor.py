@@ -94,7 +94,7 @@ class AutoFinetune(FinetuneSchedule):
         self,
         small_data: int = 2000,
         domain: str = "estimate",
-        max_distance: float = 1.0,
+        max_distance: float = 0.1,
         same_labels: bool = False,
         probe_batches: int = 4,
         partial_stages: int | None = None,
