@@ -219,6 +219,7 @@ def plot(acc: dict[str, dict[int, float]]) -> None:
         style = "--" if name == "scratch" else "-"
         ax.plot(list(by_size), list(by_size.values()), style, marker="o", label=name)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(SIZES, [str(n) for n in SIZES])
     ax.set_xlabel("digits training images")
     ax.set_ylabel("test accuracy")
