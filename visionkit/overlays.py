@@ -75,9 +75,9 @@ def draw_detections(
 
 def save_png(image: torch.Tensor, path: str | Path) -> str:
     """Write a uint8 [3,H,W] tensor as PNG (parents created); returns the path."""
-    from torchvision.io import write_png
+    from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(image.contiguous(), str(path))
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path, format="PNG")
     return str(path)

@@ -1,0 +1,89 @@
+"""Each task as a user runs it (subprocess): train a few steps, then `test` and `predict` outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLI
+
+TINY = [
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=2",
+    "++trainer.limit_val_batches=1",
+    "++trainer.limit_test_batches=1",
+    "trainer.accelerator=cpu",
+    "callbacks.progress=null",
+    "data.num_workers=0",
+    "data.image_size=48",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.batch_size=4",
+    "model.backbone.channels=[8,8,16,16]",
+]
+TASKS = {
+    "semantic_segmentation": ["val/mIoU", "val/pixel_acc", "test/mIoU", "test/per_class_iou"],
+    "detection": ["val/map", "val/map_50", "test/map", "test/map_50", "test/detections"],
+    "instance_segmentation": ["val/segm_map", "val/bbox_map", "test/segm_map_50", "test/bbox_map"],
+}
+
+
+def extra(task: str) -> list[str]:
+    if task == "semantic_segmentation":
+        return []
+    return ["model.neck.out_channels=16", "model.head.representation_size=32"]
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_task_trains_tests_and_predicts(cli: CLI, tmp_path: Path, task: str) -> None:
+    run = tmp_path / "run"
+    cli("train", f"task={task}", *TINY, *extra(task), f"hydra.run.dir={run}", check=True)
+    results = json.loads((run / "results.json").read_text())
+    for key in TASKS[task]:
+        assert key in results, (key, sorted(results))
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    overlays = sorted((run / "overlays").glob("epoch000_*.png"))
+    assert len(overlays) == 4 and overlays[0].read_bytes()[:4] == b"\x89PNG"
+    if task != "semantic_segmentation":
+        dets = json.loads((run / "detections.json").read_text())
+        ids = {c["id"] for c in json.loads(Path(results["test/ground_truth"]).read_text())["categories"]}  # fmt: skip
+        assert all(d["category_id"] in ids and len(d["bbox"]) == 4 for d in dets)
+    # predict on pictures of other sizes and modes
+    from PIL import Image
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.new("L", (37, 53), 90).save(inputs / "gray.png")
+    Image.new("RGBA", (70, 31), (200, 10, 10, 128)).save(inputs / "rgba.png")
+    pred = tmp_path / "pred"
+    ckpt = run / "checkpoints" / "best.ckpt"
+    cli("predict", f"ckpt_path={ckpt}", f"input={inputs}", *TINY, f"hydra.run.dir={pred}", check=True)  # fmt: skip
+    for name, size in (("gray", (37, 53)), ("rgba", (70, 31))):
+        with Image.open(pred / "predictions" / f"{name}.png") as picture:
+            assert (picture.mode, picture.size) == ("RGB", size)
+    if task != "semantic_segmentation":
+        images = json.loads((pred / "images.json").read_text())
+        assert {im["id"] for im in images} == {1, 2}
+        assert isinstance(json.loads((pred / "detections.json").read_text()), list)
+    else:
+        assert (pred / "predictions" / "gray_labels.png").is_file()
+
+
+def test_test_command_writes_detections_beside_results(cli: CLI, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cli("train", "task=detection", *TINY, *extra("detection"), "test_after_fit=false", f"hydra.run.dir={run}", check=True)  # fmt: skip
+    out = tmp_path / "test"
+    cli("test", "task=detection", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", *TINY, f"hydra.run.dir={out}", check=True)  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert Path(results["test/detections"]) == out / "detections.json"
+    assert (out / "detections.json").is_file()
+    assert 0.0 <= results["test/map"] <= 1.0
+
+
+def test_predict_needs_an_input(cli: CLI, tmp_path: Path) -> None:
+    proc = cli("predict", "ckpt_path=missing.ckpt", f"input={tmp_path / 'nothing'}")
+    assert proc.returncode != 0
+    assert "input" in proc.stderr and "Traceback" not in proc.stderr
