@@ -213,3 +213,15 @@ def test_ddp_two_ranks_stay_identical_through_each_unfreeze(tmp_path: Path) -> N
     lightning = records["lightning"]
     assert lightning[0]["end_equal"]
     assert not lightning[1]["end_equal"], lightning
+
+
+def test_multi_stage_probe_checkpoint_rebuilds_its_head(tmp_path: Path) -> None:
+    """The head swap is recorded in the hyperparameters, so `test`/`predict` rebuild it."""
+    task = make_task()
+    t = trainer([CALLBACKS.build("multi_stage_probe")], 1, limit_train_batches=1)
+    t.fit(task, datamodule=ToyData())
+    t.save_checkpoint(tmp_path / "probe.ckpt")
+    restored = type(task).load_from_checkpoint(tmp_path / "probe.ckpt", map_location="cpu")
+    assert type(restored.head).__name__ == "MultiStageHead"
+    for (name, a), b in zip(task.state_dict().items(), restored.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
