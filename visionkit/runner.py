@@ -65,12 +65,16 @@ def build_task(cfg: DictConfig, dm: pl.LightningDataModule) -> BaseTask:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
-    """Lightning callbacks from ``cfg.callbacks`` (``_target_``) plus the finetune schedule."""
+    """``cfg.callbacks`` (ours by CALLBACKS ``name``, Lightning's by ``_target_``) + the schedule."""
     from hydra.utils import instantiate
 
     from visionkit.registries import CALLBACKS
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [
+        CALLBACKS.build(node) if "name" in node else instantiate(node)
+        for node in (cfg.get("callbacks") or {}).values()
+        if node is not None
+    ]
     if cfg.get("finetune"):
         callbacks.append(CALLBACKS.build(cfg.finetune))
     return callbacks

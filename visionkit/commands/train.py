@@ -23,7 +23,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     figures = task.save_figures("val", str(out)) if trainer.is_global_zero else []
     if cfg.get("test_after_fit", True) and runner.has_split(dm, "test"):
-        tested = trainer.test(task, datamodule=dm, ckpt_path=best or "last", verbose=False)
+        # the best checkpoint; without one (no checkpointing, `finetune=evaluate`) the weights as they are
+        tested = trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
         results.update(runner.scalar_metrics(tested[0] if tested else {}))
         if trainer.is_global_zero:
             figures += trainer.lightning_module.save_figures("test", str(out))
@@ -31,6 +32,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return results
     results.update(task.extra_results("val"))
+    report = getattr(trainer.lightning_module, "finetune_report", None)
+    if report:  # the schedule followed (for `auto`: its choice and reason)
+        results["finetune"] = report
     results["best_checkpoint"] = best
     if ckpt is not None and ckpt.best_model_score is not None:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}
