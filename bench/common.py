@@ -37,8 +37,9 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train"):
     from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from visionkit.plugins import conf_dir
+    from visionkit.plugins import conf_dir, register_config_search_path
 
+    register_config_search_path()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=list(overrides), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)

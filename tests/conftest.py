@@ -73,6 +73,7 @@ FAST = [
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
+    "trainer.log_every_n_steps=1",
     "trainer.accelerator=cpu",
     "data.num_workers=0",
     "callbacks.progress=null",

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from visionkit.plugins import conf_dir, load_all, plugin_config_dirs
+from visionkit.plugins import conf_dir, load_all, plugin_config_dirs, register_config_search_path
 
 CONF = conf_dir()
 PRIMARY = {"train", "predict", "analyze", "browse"}
@@ -38,10 +38,9 @@ def all_yamls() -> list[tuple[Path, str]]:
 
 def compose_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
     GlobalHydra.instance().clear()
-    searchpath = ",".join(f"file://{d}" for d in plugin_config_dirs())
-    extra = [f"hydra.searchpath=[{searchpath}]"] if searchpath else []
+    register_config_search_path()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=[*overrides, *extra], return_hydra_config=True)
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     OmegaConf.set_struct(cfg, False)
     cfg.paths.output_dir = "unused-output-dir"

@@ -52,31 +52,16 @@ def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return task_function
 
 
-def _searchpath_override(argv: list[str]) -> list[str]:
-    """Add installed plugins' config directories to Hydra's search path (merged with the user's)."""
-    from visionkit.plugins import plugin_config_dirs
-
-    dirs = [f"file://{d}" for d in plugin_config_dirs()]
-    if not dirs:
-        return argv
-    user = [a for a in argv if a.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
-    rest = [a for a in argv if a not in user]
-    if user:
-        value = user[-1].split("=", 1)[1].strip()
-        existing = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
-        dirs = existing + [d for d in dirs if d not in existing]
-    return [*rest, f"hydra.searchpath=[{','.join(dirs)}]"]
-
-
 def run_hydra_app(
     function: Callable[[Any], Any], config_name: str, argv: list[str], prog: str
 ) -> Any:
     """Run ``function`` as a Hydra app over ``argv`` (overrides and Hydra flags)."""
     import hydra
 
-    from visionkit.plugins import conf_dir
+    from visionkit.plugins import conf_dir, register_config_search_path
 
-    sys.argv = [prog, *_searchpath_override(argv)]
+    register_config_search_path()
+    sys.argv = [prog, *argv]
     app = hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")
     return app(_user_errors_to_exit(function))()
 

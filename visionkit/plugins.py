@@ -91,6 +91,30 @@ def plugin_config_dirs() -> list[Path]:
     return dirs
 
 
+def register_config_search_path() -> None:
+    """Make installed plugins' config directories part of every Hydra app and compose call.
+
+    Registered as a Hydra SearchPathPlugin, so it works for the CLI, the compose API and
+    Lightning's DDP child processes alike, and leaves the user's ``hydra.searchpath`` untouched.
+    """
+    from hydra.core.config_search_path import ConfigSearchPath
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    class VisionkitPluginConfigs(SearchPathPlugin):
+        """Appends each ``visionkit.configs`` entry point's directory to the search path."""
+
+        def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+            for directory in plugin_config_dirs():
+                search_path.append(provider="visionkit-plugin", path=f"file://{directory}")
+
+    if not any(
+        c.__name__ == VisionkitPluginConfigs.__name__
+        for c in Plugins.instance().discover(SearchPathPlugin)
+    ):
+        Plugins.instance().register(VisionkitPluginConfigs)
+
+
 def conf_dir() -> Path:
     """visionkit's own config tree: inside the wheel (visionkit/conf) or the source checkout."""
     here = Path(__file__).resolve().parent
