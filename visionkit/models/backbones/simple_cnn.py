@@ -6,16 +6,19 @@ from typing import Any
 
 from torch import nn
 
+from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import Backbone, FeatureInfo
 from visionkit.registries import BACKBONES, LAYERS
 
 
 @BACKBONES.register("simple_cnn")
 class SimpleCNN(Backbone):
-    """Stages of ``conv_norm_act`` blocks; each stage starts with a stride-2 block (halves H, W).
+    """Stages of ``conv_norm_act`` blocks, each stage halving H and W.
 
-    ``layer`` picks the LAYERS entry used inside the blocks (e.g. ``dwsep``), ``norm``/``act`` the
-    NORMS/ACTIVATIONS entries, by name or spec.
+    ``downsample="maxpool"`` (default) runs the stage's blocks at stride 1 and ends it with a 2x2
+    max-pool (the layout that learns shapes fastest); ``"stride"`` makes the first block stride 2
+    instead. ``layer`` picks the LAYERS entry inside the blocks (e.g. ``dwsep``), ``norm``/``act``
+    the NORMS/ACTIVATIONS entries, by name or spec.
     """
 
     def __init__(
@@ -26,9 +29,15 @@ class SimpleCNN(Backbone):
         norm: Any = "bn",
         act: Any = "relu",
         layer: Any = "conv",
+        downsample: str = "maxpool",
         out_indices: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        if downsample not in ("maxpool", "stride"):
+            raise ConfigError(
+                f"simple_cnn: downsample must be 'maxpool' or 'stride', got {downsample!r}"
+            )
+        strided = downsample == "stride"
         stages, c_in, reduction = [], in_chans, 1
         for c_out in channels:
             blocks = []
@@ -38,13 +47,15 @@ class SimpleCNN(Backbone):
                     c_in,
                     c_out,
                     kernel_size=3,
-                    stride=2 if b == 0 else 1,
+                    stride=2 if strided and b == 0 else 1,
                     norm=norm,
                     act=act,
                     layer=layer,
                 )
                 blocks.append(block)
                 c_in = block.out_channels
+            if not strided:
+                blocks.append(LAYERS.build("maxpool", c_in, c_in, kernel_size=2))
             reduction *= 2
             stages.append(nn.Sequential(*blocks))
             self.stage_info.append(FeatureInfo(c_in, reduction))
