@@ -117,7 +117,9 @@ def check(rel: str) -> None:
                 TRANSFORMS.build(item)
     elif group == "data":
         cfg.data.num_workers = 0
-        dm = DATASETS.build(_fill_missing(cfg.data), task=cfg.task.name)
+        supported = DATASETS.get(cfg.data.name).SUPPORTED_TASKS
+        task = cfg.task.name if cfg.task.name in supported else supported[0]
+        dm = DATASETS.build(_fill_missing(cfg.data), task=task)
         assert hasattr(dm, "train_dataloader")
     elif group == "optimizer":
         opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
