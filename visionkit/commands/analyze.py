@@ -26,6 +26,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if input_size is None:
         raise ConfigError("analyze needs input_size: [C, H, W], e.g. input_size=[3,64,64]")
     spec = OmegaConf.to_container(cfg.model.backbone, resolve=True)
+    spec.pop("pretrained", None)  # the architecture is analysed; weights do not change it
     backbone = BACKBONES.build(spec)
     rows = summarize(backbone, list(input_size))
     print(format_table(rows))
