@@ -34,6 +34,17 @@ def _data_env(data_dir: Path) -> None:
         torch.set_num_threads(1)  # two workers share two cores
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_determinism():
+    """Trainer(deterministic=True) switches torch to deterministic algorithms for the whole
+    process; undo it so later tests in the same worker (e.g. max-unpool) run as usual."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 CLI = Callable[..., subprocess.CompletedProcess]
 
 
