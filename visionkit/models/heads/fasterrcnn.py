@@ -18,7 +18,6 @@ from visionkit.models.heads.detector_base import (
     anchor_generator,
     common_channels,
 )
-from visionkit.registries import HEADS
 
 
 def rcnn_kwargs(
@@ -61,7 +60,6 @@ def rcnn_kwargs(
     return adapter, kwargs
 
 
-@HEADS.register("fasterrcnn", aliases=("faster_rcnn",))
 class FasterRCNNHead(DetectorHead):
     """Anchors (``anchor_sizes`` per level, default ``anchor_scale * reduction``), image
     ``min_size``/``max_size``, ``score_thresh``, ``detections_per_img`` are config keys; other

@@ -22,7 +22,6 @@ from visionkit.models.heads.detector_base import (
     anchor_generator,
     common_channels,
 )
-from visionkit.registries import HEADS
 
 
 class _FCOSHead(TVFCOSHead):
@@ -36,7 +35,6 @@ class _FCOSHead(TVFCOSHead):
         self.regression_head = FCOSRegressionHead(channels, 1, num_convs, norm_layer=norm)
 
 
-@HEADS.register("fcos")
 class FCOSHead(DetectorHead):
     """One point per location; ``anchor_sizes`` (default ``anchor_scale * reduction``) set the
     centre-sampling scale per level; ``min_size``/``max_size``, ``score_thresh``,

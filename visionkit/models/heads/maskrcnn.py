@@ -12,10 +12,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import IMAGENET_MEAN, IMAGENET_STD, DetectorHead
 from visionkit.models.heads.fasterrcnn import rcnn_kwargs
-from visionkit.registries import HEADS
 
 
-@HEADS.register("maskrcnn", aliases=("mask_rcnn",))
 class MaskRCNNHead(DetectorHead):
     """Faster R-CNN's keys plus ``mask_channels`` (width of the 4-conv mask head). Evaluation
     outputs add ``masks`` float [M,1,H,W] (probabilities, input pixels).

@@ -17,10 +17,8 @@ from visionkit.models.heads.detector_base import (
     anchor_generator,
     common_channels,
 )
-from visionkit.registries import HEADS
 
 
-@HEADS.register("retinanet")
 class RetinaNetHead(DetectorHead):
     """Anchors per level (``anchor_sizes`` or ``anchor_scale * reduction`` times 2^0, 2^1/3,
     2^2/3), ``min_size``/``max_size``, ``score_thresh``, ``detections_per_img`` are config keys.

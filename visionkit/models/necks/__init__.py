@@ -1,3 +1,5 @@
-"""NECKS: feature transforms between backbone and head (e.g. FPN)."""
+"""NECKS: feature transforms between backbone and head; ``fpn`` is lazy (it imports torchvision)."""
 
-from visionkit.models.necks import fpn  # noqa: F401
+from visionkit.registries import NECKS
+
+NECKS.register("visionkit.models.necks.fpn:FPN", name="fpn")

@@ -16,10 +16,8 @@ from torchvision.ops import FeaturePyramidNetwork
 
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.registries import NECKS
 
 
-@NECKS.register("fpn")
 class FPN(nn.Module):
     """Feature pyramid: ``in_indices`` picks backbone levels (default all), each mapped to
     ``out_channels``; ``extra_levels`` adds max-pooled maps with doubled reduction (RetinaNet P6).
