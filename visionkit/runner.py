@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,10 @@ def setup(cfg: DictConfig) -> Path:
     from visionkit.plugins import load_all
 
     load_all(strict=bool(cfg.get("plugins", {}).get("strict", False)))
+    # the run directory already holds Hydra's files when the CSV logger opens it: expected
+    warnings.filterwarnings(
+        "ignore", message="Experiment logs directory .* exists and is not empty"
+    )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
