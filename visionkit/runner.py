@@ -131,8 +131,10 @@ def load_task_from_checkpoint(path: str | os.PathLike) -> BaseTask:
     """Rebuild a task from a visionkit checkpoint (the task class is recorded inside it)."""
     import torch
 
+    from visionkit.plugins import load_all
     from visionkit.registries import TASKS
 
+    load_all()
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path} (config key ckpt_path)")
