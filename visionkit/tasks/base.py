@@ -98,6 +98,17 @@ class BaseTask(pl.LightningModule):
         names = label_map.get("names")
         return list(names) if names else [str(i) for i in range(self.num_classes)]
 
+    # -- evaluation -------------------------------------------------------------------------
+    def eval_step(self, batch: Any, stage: str) -> Any:
+        """One validation or test batch (``stage`` is ``"val"`` or ``"test"``); tasks implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement eval_step")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        return self.eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Any:
+        return self.eval_step(batch, "test")
+
     # -- optimisation ------------------------------------------------------------------------
     def named_parts(self) -> Iterator[tuple[str, nn.Module]]:
         """The model's parts in input-to-output order: backbone stages, neck, head.

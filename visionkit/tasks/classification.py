@@ -49,7 +49,7 @@ class ClassificationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         images, targets = batch
         logits = self(images)
         n = images.shape[0]
@@ -59,12 +59,6 @@ class ClassificationTask(BaseTask):
         metrics.update(logits, hard)
         self.confusion.update(logits, hard)
         self.log_dict(metrics, batch_size=n, prog_bar=stage == "val")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
         self.confusion.reset()

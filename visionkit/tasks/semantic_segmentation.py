@@ -66,7 +66,7 @@ class SemanticSegmentationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         images, masks = batch
         logits = self(images)
         n = images.shape[0]
@@ -76,12 +76,6 @@ class SemanticSegmentationTask(BaseTask):
         metrics.update(preds, masks)
         self.confusion.update(preds, masks)
         self.log_dict(metrics, batch_size=n, prog_bar=stage == "val")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
         self.confusion.reset()
