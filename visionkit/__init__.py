@@ -34,6 +34,8 @@ _EXPORTS = {
     "CALLBACKS": "visionkit.registries",
     "FeatureInfo": "visionkit.models.backbones.base",
     "Backbone": "visionkit.models.backbones.base",
+    "roi_align": "visionkit.layers.roi_align",
+    "MultiScaleRoIAlign": "visionkit.layers.roi_align",
 }
 
 __all__ = sorted(_EXPORTS)

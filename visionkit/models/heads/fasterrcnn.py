@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign
 
+from visionkit.layers.roi_align import MultiScaleRoIAlign
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import (
     IMAGENET_MEAN,
@@ -20,44 +20,9 @@ from visionkit.models.heads.detector_base import (
 )
 
 
-def rcnn_kwargs(
-    feature_info: Sequence[FeatureInfo],
-    num_classes: int,
-    head: str,
-    anchor_sizes: Sequence[Sequence[float]] | None,
-    aspect_ratios: Sequence[float],
-    anchor_scale: float,
-    representation_size: int,
-    score_thresh: float,
-    detections_per_img: int,
-    min_size: int,
-    max_size: int,
-    image_mean: Sequence[float],
-    image_std: Sequence[float],
-    extra: dict[str, Any],
-) -> tuple[TaskFeatures, dict[str, Any]]:
-    """The adapter and the keyword arguments shared by Faster and Mask R-CNN."""
-    channels = common_channels(feature_info, head)
-    names = [str(i) for i in range(len(feature_info))]
-    adapter = TaskFeatures(channels)
-    box_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
-    kwargs = dict(
-        num_classes=None,
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=list(image_mean),
-        image_std=list(image_std),
-        rpn_anchor_generator=anchor_generator(
-            feature_info, anchor_sizes, aspect_ratios, anchor_scale, head
-        ),
-        box_roi_pool=box_pool,
-        box_head=TwoMLPHead(channels * 7 * 7, representation_size),
-        box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
-        box_score_thresh=score_thresh,
-        box_detections_per_img=detections_per_img,
-        **extra,
-    )
-    return adapter, kwargs
+def level_names(feature_info: Sequence[FeatureInfo]) -> list[str]:
+    """Names of the feature levels as :class:`TaskFeatures` hands them to the RoI poolers."""
+    return [str(i) for i in range(len(feature_info))]
 
 
 class FasterRCNNHead(DetectorHead):
@@ -65,6 +30,9 @@ class FasterRCNNHead(DetectorHead):
     ``min_size``/``max_size``, ``score_thresh``, ``detections_per_img`` are config keys; other
     FasterRCNN keyword arguments (``rpn_*``, ``box_*``) pass through.
     """
+
+    name: ClassVar[str] = "fasterrcnn"
+    detector_class: ClassVar[type[FasterRCNN]] = FasterRCNN
 
     def __init__(
         self,
@@ -83,9 +51,22 @@ class FasterRCNNHead(DetectorHead):
         **detector_kwargs: Any,
     ) -> None:
         super().__init__()
-        self.adapter, kwargs = rcnn_kwargs(
-            feature_info, num_classes, "fasterrcnn", anchor_sizes, aspect_ratios, anchor_scale,
-            representation_size, score_thresh, detections_per_img, min_size, max_size,
-            image_mean, image_std, detector_kwargs,
-        )  # fmt: skip
-        self.detector = FasterRCNN(self.adapter, **kwargs)
+        channels = common_channels(feature_info, self.name)
+        self.adapter = TaskFeatures(channels)
+        self.detector = self.detector_class(
+            self.adapter,
+            num_classes=None,
+            min_size=min_size,
+            max_size=max_size,
+            image_mean=list(image_mean),
+            image_std=list(image_std),
+            rpn_anchor_generator=anchor_generator(
+                feature_info, anchor_sizes, aspect_ratios, anchor_scale, self.name
+            ),
+            box_roi_pool=MultiScaleRoIAlign(level_names(feature_info), 7, 2),
+            box_head=TwoMLPHead(channels * 7 * 7, representation_size),
+            box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
+            box_score_thresh=score_thresh,
+            box_detections_per_img=detections_per_img,
+            **detector_kwargs,
+        )
