@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,28 @@ def test_test_command_writes_detections_beside_results(cli: CLI, tmp_path: Path)
     assert Path(results["test/detections"]) == out / "detections.json"
     assert (out / "detections.json").is_file()
     assert 0.0 <= results["test/map"] <= 1.0
+
+
+def test_ddp_test_gathers_every_image_once(cli: CLI, tmp_path: Path) -> None:
+    """`test` on 2 gloo processes: detections of both ranks in one file, the sampler's padding
+    (7 images on 2 ranks) removed, and the same mAP as one process."""
+    run = tmp_path / "run"
+    cli("train", "task=detection", *TINY, *extra("detection"), "test_after_fit=false", f"hydra.run.dir={run}", check=True)  # fmt: skip
+    ckpt = run / "checkpoints" / "last.ckpt"
+    common = [*TINY, "data.num_test=7", "++trainer.limit_test_batches=null", "model.head.score_thresh=0.0"]  # fmt: skip
+    outputs = {}
+    for name, devices in (("single", []), ("ddp", ["trainer.devices=2", "trainer.strategy=ddp"])):
+        out = tmp_path / name
+        cli("test", "task=detection", f"ckpt_path={ckpt}", *common, *devices, f"hydra.run.dir={out}", check=True)  # fmt: skip
+        results = json.loads((out / "results.json").read_text())
+        detections = json.loads((out / "detections.json").read_text())
+        outputs[name] = results, detections
+    (single, single_dets), (ddp, ddp_dets) = outputs["single"], outputs["ddp"]
+    per_image = [sorted(Counter(d["image_id"] for d in dets).items()) for dets in (single_dets, ddp_dets)]  # fmt: skip
+    assert per_image[0] == per_image[1] and single_dets
+    gt = json.loads(Path(ddp["test/ground_truth"]).read_text())
+    assert len(gt["images"]) == 7
+    assert abs(single["test/map"] - ddp["test/map"]) < 1e-4
 
 
 def test_predict_needs_an_input(cli: CLI, tmp_path: Path) -> None:
