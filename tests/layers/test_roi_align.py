@@ -21,6 +21,10 @@ def _rois(n: int, r: int, extent: float, seed: int, dtype=torch.float64) -> torc
     return torch.cat([image[:, None], xy, xy + wh], dim=1)
 
 
+def _counts(rois: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.bincount(rois[:, 0].long(), minlength=n)
+
+
 @pytest.mark.parametrize(
     ("size", "output", "sampling", "scale"),
     [((16, 12), 7, 2, 0.25), ((9, 13), 14, 2, 0.5), ((5, 5), 3, 3, 1.0), ((1, 1), 2, 1, 1.0)],
@@ -30,7 +34,7 @@ def test_separable_matches_torchvision_values_and_gradients(size, output, sampli
     x = torch.randn(3, 4, h, w, dtype=torch.float64, requires_grad=True)
     rois = _rois(3, 40, max(h, w) / scale, seed=h * w)
     expected = torchvision.ops.roi_align(x, rois, output, scale, sampling, aligned=False)
-    got = ra._separable_roi_align(x, rois, (output, output), scale, sampling)
+    got = ra._separable_roi_align(x, rois, _counts(rois, 3), (output, output), scale, sampling)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     g = torch.randn_like(expected)
     (want_grad,) = torch.autograd.grad(expected, x, g)
@@ -41,7 +45,9 @@ def test_separable_matches_torchvision_values_and_gradients(size, output, sampli
 def test_separable_passes_gradcheck():
     x = torch.randn(2, 2, 6, 5, dtype=torch.float64, requires_grad=True)
     rois = _rois(2, 6, 6.0, seed=1)
-    assert torch.autograd.gradcheck(lambda t: ra._separable_roi_align(t, rois, (3, 2), 1.0, 2), x)
+    assert torch.autograd.gradcheck(
+        lambda t: ra._separable_roi_align(t, rois, _counts(rois, 2), (3, 2), 1.0, 2), x
+    )
 
 
 @pytest.mark.parametrize("maps", [8, 96])  # small maps: separable form; large: torchvision's
@@ -58,6 +64,14 @@ def test_roi_align_adaptive_sampling_and_no_rois():
     expected = torchvision.ops.roi_align(x, rois, 4, 0.25, 0)
     torch.testing.assert_close(ra.roi_align(x, rois, 4, 0.25, 0), expected)
     assert ra.roi_align(x, rois[:0], (4, 5), 0.25, 2).shape == (0, 3, 4, 5)
+
+
+def test_roi_align_rejects_bad_rois():
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"rois must be \[R, 5\]"):
+        ra.roi_align(x, torch.zeros(4, 4), 2, 1.0, 2)
+    with pytest.raises(ValueError, match=r"name images 0\.\.2 but the features hold 2"):
+        ra.roi_align(x, torch.tensor([[0.0, 0, 0, 4, 4], [2.0, 0, 0, 4, 4]]), 2, 1.0, 2)
 
 
 def test_multiscale_pooler_matches_torchvision():

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torchvision
 from torchvision.ops import roi_align as tv_roi_align
+from torchvision.ops.poolers import LevelMapper
 
 # Multiply-adds of the separable form worth one bilinear sample of torchvision's CPU kernel
 # (crossover measured between 57 and 103 on a 2-core CPU, fwd + bwd).
@@ -35,14 +36,22 @@ def roi_align(
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     n, c, h, w = features.shape
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"roi_align: rois must be [R, 5] (image, x1, y1, x2, y2), got {list(rois.shape)}")  # fmt: skip
     r = rois.shape[0]
     if r == 0:
         return features.new_zeros((0, c, out_h, out_w))
+    counts = torch.bincount(rois[:, 0].long(), minlength=n)
+    if len(counts) > n or rois[:, 0].min() < 0:
+        raise ValueError(
+            f"roi_align: rois name images {int(rois[:, 0].min())}..{int(rois[:, 0].max())} but "
+            f"the features hold {n}"
+        )
     samples = r * out_h * out_w * sampling_ratio**2
-    dense = n * int(torch.bincount(rois[:, 0].long(), minlength=n).max()) * out_h * w * (h + out_w)
-    if features.is_cuda or sampling_ratio <= 0 or dense > DENSE_COST * samples:
+    dense = n * int(counts.max()) * out_h * w * (h + out_w)
+    if features.device.type != "cpu" or sampling_ratio <= 0 or dense > DENSE_COST * samples:
         return tv_roi_align(features, rois, (out_h, out_w), spatial_scale, sampling_ratio)
-    return _separable_roi_align(features, rois, (out_h, out_w), spatial_scale, sampling_ratio)
+    return _separable_roi_align(features, rois, counts, (out_h, out_w), spatial_scale, sampling_ratio)  # fmt: skip
 
 
 def _axis_weights(
@@ -69,11 +78,14 @@ def _axis_weights(
 def _separable_roi_align(
     features: torch.Tensor,
     rois: torch.Tensor,
+    counts: torch.Tensor,
     output_size: tuple[int, int],
     spatial_scale: float,
     sampling_ratio: int,
 ) -> torch.Tensor:
-    """RoIAlign as ``Ay @ F @ Ax^T`` per roi: bilinear sampling and bin averaging are separable."""
+    """RoIAlign as ``Ay @ F @ Ax^T`` per roi: bilinear sampling and bin averaging are separable.
+    ``counts``: rois per image (``bincount`` of the image column).
+    """
     out_h, out_w = output_size
     n, c, h, w = features.shape
     rois = rois.detach()
@@ -83,7 +95,6 @@ def _separable_roi_align(
     wy = _axis_weights(start[:, 1], size[:, 1], out_h, h, sampling_ratio).to(features.dtype)
     wx = _axis_weights(start[:, 0], size[:, 0], out_w, w, sampling_ratio).to(features.dtype)
     # rois grouped by image into fixed slots, so each image's rois are one matmul
-    counts = torch.bincount(image, minlength=n)
     per_image = int(counts.max())
     order = torch.argsort(image, stable=True)
     rank = torch.empty_like(image)
@@ -111,7 +122,8 @@ def _level_scale(feature: torch.Tensor, image_size: Sequence[int]) -> float:
 
 class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
     """torchvision's pooler (same arguments; its detectors check the type) with :func:`roi_align`:
-    each box pooled from the FPN level of its size, ``floor(4 + log2(sqrt(area) / 224))``.
+    each box pooled from the FPN level of its size (torchvision's ``LevelMapper``). Level scales are
+    inferred on every call, not cached from the first batch.
     """
 
     def forward(
@@ -130,10 +142,13 @@ class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
         )
         if len(features) == 1:
             return roi_align(features[0], rois, self.output_size, scales[0], self.sampling_ratio)
-        k_min, k_max = -math.log2(scales[0]), -math.log2(scales[-1])
-        side = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
-        level = torch.floor(self.canonical_level + torch.log2(side / self.canonical_scale) + 1e-6)
-        level = (level.clamp(k_min, k_max) - k_min).long()
+        mapper = LevelMapper(
+            round(-math.log2(scales[0])),
+            round(-math.log2(scales[-1])),
+            canonical_scale=self.canonical_scale,
+            canonical_level=self.canonical_level,
+        )
+        level = mapper(boxes)
         out = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
         for i, (feature, scale) in enumerate(zip(features, scales, strict=True)):
             idx = torch.where(level == i)[0]
