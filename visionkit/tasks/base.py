@@ -100,7 +100,9 @@ class BaseTask(pl.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------
     def eval_step(self, batch: Any, stage: str) -> Any:
-        """One validation or test batch (``stage`` is ``"val"`` or ``"test"``); tasks implement it."""
+        """One validation or test batch (``stage`` is ``"val"`` or ``"test"``). Tasks implement it, or
+        override ``validation_step``/``test_step`` where the two differ (detection exports on test).
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement eval_step")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Any:

@@ -42,7 +42,13 @@ class TaskFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         if self.fn is None:
             raise RuntimeError("detector head called without a feature function")
-        return OrderedDict((str(i), f) for i, f in enumerate(self.fn(x)))
+        maps = self.fn(x)
+        return OrderedDict(zip(level_names(maps), maps, strict=True))
+
+
+def level_names(levels: Sequence[object]) -> list[str]:
+    """Names of the feature levels as :class:`TaskFeatures` hands them on (the RoI poolers' keys)."""
+    return [str(i) for i in range(len(levels))]
 
 
 def common_channels(feature_info: Sequence[FeatureInfo], head: str) -> int:

@@ -17,12 +17,8 @@ from visionkit.models.heads.detector_base import (
     TaskFeatures,
     anchor_generator,
     common_channels,
+    level_names,
 )
-
-
-def level_names(feature_info: Sequence[FeatureInfo]) -> list[str]:
-    """Names of the feature levels as :class:`TaskFeatures` hands them to the RoI poolers."""
-    return [str(i) for i in range(len(feature_info))]
 
 
 class FasterRCNNHead(DetectorHead):

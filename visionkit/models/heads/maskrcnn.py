@@ -9,8 +9,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 
 from visionkit.layers.roi_align import MultiScaleRoIAlign
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.models.heads.detector_base import common_channels
-from visionkit.models.heads.fasterrcnn import FasterRCNNHead, level_names
+from visionkit.models.heads.detector_base import common_channels, level_names
+from visionkit.models.heads.fasterrcnn import FasterRCNNHead
 
 
 class MaskRCNNHead(FasterRCNNHead):
