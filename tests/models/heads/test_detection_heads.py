@@ -115,3 +115,16 @@ def test_score_threshold_and_detections_per_image_are_applied(backbone: torch.nn
     with torch.no_grad():
         out = head(images, None, lambda x: neck(backbone(x)))
     assert all(len(d["boxes"]) == 0 for d in out)
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_unknown_detector_option_is_rejected_not_ignored(backbone: torch.nn.Module, name: str):
+    # torchvision passes unknown keywords on to its image transform, which drops them silently
+    neck = NECKS.build({"name": "fpn", "out_channels": 16, "in_indices": [1, 2, 3]}, backbone.feature_info)  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=rf"{name}: unknown option\(s\) \['detections_per_imgs'\].*Did you mean detections_per_img\?",
+    ):
+        HEADS.build({**DETECTORS[name], "detections_per_imgs": 0.5}, neck.feature_info, K)
+    spec = {**DETECTORS[name], "size_divisible": 16}  # a transform option: accepted
+    assert HEADS.build(spec, neck.feature_info, K).detector.transform.size_divisible == 16

@@ -13,6 +13,8 @@ float [M,1,H,W]]. The torchvision label shift is applied via ``visionkit.data.la
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -80,6 +82,36 @@ def anchor_generator(
         )
     ratios = (tuple(float(r) for r in aspect_ratios),) * len(sizes)
     return AnchorGenerator(sizes, ratios)
+
+
+def _init_keywords(classes: Sequence[type]) -> set[str]:
+    """Named keyword parameters of the ``__init__`` of each class (nn.Module's excluded)."""
+    return {
+        name
+        for cls in classes
+        if issubclass(cls, nn.Module) and cls is not nn.Module
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name != "self"
+    }
+
+
+def check_detector_options(
+    name: str, head_class: type, detector_class: type, options: dict[str, Any]
+) -> None:
+    """torchvision detectors hand unknown keywords to their image transform, which ignores them:
+    reject any key no constructor in the chain takes, so a typo in ``model.head`` is not lost."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    known = _init_keywords([*detector_class.__mro__, GeneralizedRCNNTransform])
+    unknown = sorted(set(options) - known)
+    if unknown:
+        ours = _init_keywords(head_class.__mro__) - {"feature_info", "num_classes"}
+        hints = [m for k in unknown for m in difflib.get_close_matches(k, ours | known, n=1)]
+        hint = f" Did you mean {', '.join(hints)}?" if hints else ""
+        raise ConfigError(
+            f"{name}: unknown option(s) {unknown} (config keys model.head.*); "
+            f"{detector_class.__name__} and its image transform take no such keyword.{hint}"
+        )
 
 
 class DetectorHead(nn.Module):

@@ -16,6 +16,7 @@ from visionkit.models.heads.detector_base import (
     DetectorHead,
     TaskFeatures,
     anchor_generator,
+    check_detector_options,
     common_channels,
     level_names,
 )
@@ -47,6 +48,7 @@ class FasterRCNNHead(DetectorHead):
         **detector_kwargs: Any,
     ) -> None:
         super().__init__()
+        check_detector_options(self.name, type(self), self.detector_class, detector_kwargs)
         channels = common_channels(feature_info, self.name)
         self.adapter = TaskFeatures(channels)
         self.detector = self.detector_class(

@@ -20,6 +20,7 @@ from visionkit.models.heads.detector_base import (
     DetectorHead,
     TaskFeatures,
     anchor_generator,
+    check_detector_options,
     common_channels,
 )
 
@@ -57,6 +58,7 @@ class FCOSHead(DetectorHead):
         **detector_kwargs: Any,
     ) -> None:
         super().__init__()
+        check_detector_options("fcos", type(self), FCOS, detector_kwargs)
         channels = common_channels(feature_info, "fcos")
         anchors = anchor_generator(feature_info, anchor_sizes, (1.0,), anchor_scale, "fcos")
         self.adapter = TaskFeatures(channels)

@@ -15,6 +15,7 @@ from visionkit.models.heads.detector_base import (
     DetectorHead,
     TaskFeatures,
     anchor_generator,
+    check_detector_options,
     common_channels,
 )
 
@@ -40,6 +41,7 @@ class RetinaNetHead(DetectorHead):
         **detector_kwargs: Any,
     ) -> None:
         super().__init__()
+        check_detector_options("retinanet", type(self), RetinaNet, detector_kwargs)
         channels = common_channels(feature_info, "retinanet")
         if anchor_sizes is None:
             anchor_sizes = [
