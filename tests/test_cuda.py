@@ -1,0 +1,60 @@
+"""On a CUDA device (skipped elsewhere): every task trains, tests and predicts through the CLI in
+full and mixed precision, a GPU checkpoint predicts on CPU, and RoIAlign uses torchvision's kernel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import CLI
+from tests.tasks.test_cli_tasks import TINY, extra
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+GPU = [a for a in TINY if not a.startswith("trainer.accelerator=")] + ["trainer.accelerator=gpu"]
+TASKS = ("classification", "semantic_segmentation", "detection", "instance_segmentation")
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize("task", TASKS)
+def test_task_on_cuda(cli: CLI, tmp_path: Path, task: str, precision: str) -> None:
+    run = tmp_path / "run"
+    detector = task in ("detection", "instance_segmentation")
+    overrides = [
+        f"task={task}",
+        *(extra(task) if detector else []),
+        f"trainer.precision={precision}",
+    ]
+    cli("train", *overrides, *GPU, f"hydra.run.dir={run}", check=True)
+    results = json.loads((run / "results.json").read_text())
+    assert any(k.startswith("test/") for k in results), sorted(results)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    # a checkpoint written on the GPU predicts on a machine without one
+    pred = tmp_path / "pred"
+    from PIL import Image
+
+    Image.new("RGB", (45, 61), (30, 140, 200)).save(tmp_path / "picture.png")
+    cli("predict", f"ckpt_path={ckpt}", f"input={tmp_path / 'picture.png'}", *TINY, f"hydra.run.dir={pred}", env={"CUDA_VISIBLE_DEVICES": ""}, check=True)  # fmt: skip
+    assert (pred / "predictions" / "picture.png").is_file()
+
+
+def test_roi_align_on_cuda_is_torchvisions() -> None:
+    import torchvision
+
+    from visionkit.layers.roi_align import roi_align
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 16, 16, 16, generator=g).cuda().requires_grad_()
+    xy = torch.rand(64, 2, generator=g) * 40
+    rois = torch.cat([torch.randint(0, 4, (64, 1), generator=g).float(), xy, xy + 12], 1).cuda()
+    ours = roi_align(x, rois, 7, 0.25, 2)
+    (grad,) = torch.autograd.grad(ours.sum(), x)
+    ref = torchvision.ops.roi_align(x, rois, 7, 0.25, 2)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(grad, ref_grad)
