@@ -50,12 +50,20 @@ def test_separable_passes_gradcheck():
     )
 
 
-@pytest.mark.parametrize("maps", [8, 96])  # small maps: separable form; large: torchvision's
-def test_roi_align_dispatch_gives_torchvision_result(maps):
-    x = torch.randn(2, 8, maps, maps)
+@pytest.mark.parametrize(
+    ("maps", "grad", "path"),
+    [(8, True, "separable"), (8, False, "torchvision"), (96, True, "torchvision")],
+)  # the separable form pays off only through its backward, and only on small maps
+def test_roi_align_dispatch_gives_torchvision_result(monkeypatch, maps, grad, path):
+    calls = []
+    for name, attr in (("separable", "_separable_roi_align"), ("torchvision", "tv_roi_align")):
+        fn = getattr(ra, attr)
+        monkeypatch.setattr(ra, attr, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    x = torch.randn(2, 8, maps, maps, requires_grad=grad)
     rois = _rois(2, 30, maps * 4.0, seed=maps, dtype=torch.float32)
     expected = torchvision.ops.roi_align(x, rois, 7, 0.25, 2)
     torch.testing.assert_close(ra.roi_align(x, rois, 7, 0.25, 2), expected, rtol=1e-5, atol=1e-5)
+    assert calls == [path]
 
 
 def test_roi_align_adaptive_sampling_and_no_rois():

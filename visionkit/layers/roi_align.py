@@ -31,8 +31,9 @@ def roi_align(
     """torchvision ``roi_align(..., aligned=False)`` for ``rois`` [R, 5] (image index, x1, y1, x2,
     y2 in input pixels) on ``features`` [N, C, H, W]; returns [R, C, out_h, out_w].
 
-    On CPU, when the maps are small next to the number of samples, the separable form (two batched
-    matmuls with per-roi interpolation matrices) is used; otherwise torchvision's kernel.
+    On CPU, when a gradient is needed and the maps are small next to the number of samples, the
+    separable form (two batched matmuls with per-roi interpolation matrices) is used; otherwise
+    torchvision's kernel (its forward alone is faster: the serial loop is in its backward).
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     n, c, h, w = features.shape
@@ -49,7 +50,13 @@ def roi_align(
         )
     samples = r * out_h * out_w * sampling_ratio**2
     dense = n * int(counts.max()) * out_h * w * (h + out_w)
-    if features.device.type != "cpu" or sampling_ratio <= 0 or dense > DENSE_COST * samples:
+    needs_grad = features.requires_grad and torch.is_grad_enabled()
+    if (
+        not needs_grad
+        or features.device.type != "cpu"
+        or sampling_ratio <= 0
+        or dense > DENSE_COST * samples
+    ):
         return tv_roi_align(features, rois, (out_h, out_w), spatial_scale, sampling_ratio)
     return _separable_roi_align(features, rois, counts, (out_h, out_w), spatial_scale, sampling_ratio)  # fmt: skip
 
