@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from visionkit.plugins import conf_dir, load_all, plugin_config_dirs, register_config_search_path
+from visionkit.schedulers import build_scheduler
 
 CONF = conf_dir()
 PRIMARY = {"train", "predict", "analyze", "browse"}
@@ -126,9 +127,10 @@ def check(rel: str) -> None:
         assert isinstance(opt, torch.optim.Optimizer)
     elif group == "scheduler":
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
-        sched = dict(OmegaConf.to_container(cfg.scheduler, resolve=True))
-        sched.pop("interval", None)
-        instantiate(sched)(opt)
+        built = build_scheduler(
+            OmegaConf.to_container(cfg.scheduler, resolve=True), opt, lambda _: 10
+        )
+        assert isinstance(built["scheduler"], torch.optim.lr_scheduler.LRScheduler)
     elif group == "trainer":
         import pytorch_lightning as pl
 

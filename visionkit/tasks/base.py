@@ -18,6 +18,7 @@ from torch import nn
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.registries import BACKBONES, HEADS, NECKS
+from visionkit.schedulers import build_scheduler
 
 
 def plain(value: Any) -> Any:
@@ -149,15 +150,16 @@ class BaseTask(pl.LightningModule):
         if not opt_cfg:
             raise ConfigError("no optimizer configured (config key 'optimizer')")
         optimizer = instantiate(opt_cfg)(self.param_groups())
-        sched_cfg = dict(self.hparams.get("scheduler") or {})
+        sched_cfg = self.hparams.get("scheduler")
         if not sched_cfg:
             return optimizer
-        interval = sched_cfg.pop("interval", "epoch")
-        scheduler = instantiate(sched_cfg)(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(sched_cfg, optimizer, self._run_length)}  # fmt: skip
+
+    def _run_length(self, interval: str) -> int:
+        """Epochs, or optimizer steps (Lightning's estimate: data, accumulation, devices), of the run."""
+        if interval == "step":
+            return int(self.trainer.estimated_stepping_batches)
+        return int(self.trainer.max_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from visionkit import __version__

@@ -1,0 +1,78 @@
+"""Schedules: warm-up + cosine against its formula, per-group rates, and the run length from Lightning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.callbacks.finetune_toy import ToyData, make_task, trainer
+from visionkit.errors import ConfigError
+from visionkit.schedulers import build_scheduler, warmup_cosine
+
+
+def _optimizer(*lrs: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs]
+    )
+
+
+def _expected(step: int, total: int, warm: int, start: float, eta_min: float, lr: float) -> float:
+    if step < warm:
+        return lr * (start + (1 - start) * step / warm)
+    t = (step - warm) / (total - warm)
+    return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * t)) / 2
+
+
+def test_warmup_cosine_follows_its_formula_for_every_group() -> None:
+    opt = _optimizer(0.1, 0.01)  # e.g. a head and a backbone with layer decay
+    total, warm = 40, 4
+    sched = warmup_cosine(opt, total_steps=total, warmup=0.1, start_factor=0.01, eta_min=0.0)
+    for step in range(total + 1):
+        for group, lr in zip(opt.param_groups, (0.1, 0.01), strict=True):
+            assert group["lr"] == pytest.approx(_expected(step, total, warm, 0.01, 0.0, lr), abs=1e-9), step  # fmt: skip
+        opt.step()
+        sched.step()
+
+
+def test_warmup_cosine_composes_with_a_group_rescaled_midway() -> None:
+    """Finetune schedules rescale a group's lr in place; the schedule carries the factor on."""
+    opt = _optimizer(0.1)
+    sched = warmup_cosine(opt, total_steps=20, warmup=0.2)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    opt.param_groups[0]["lr"] *= 0.5
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * _expected(11, 20, 4, 0.01, 0.0, 0.1))
+
+
+def test_warmup_cosine_rejects_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="total_steps must be >= 1"):
+        warmup_cosine(_optimizer(0.1), total_steps=0)
+    with pytest.raises(ConfigError, match="warmup in"):
+        warmup_cosine(_optimizer(0.1), total_steps=10, warmup=1.0)
+    with pytest.raises(ConfigError, match=r"scheduler\.interval"):
+        build_scheduler({"_target_": "visionkit.schedulers.warmup_cosine", "_partial_": True, "interval": "batch"}, _optimizer(0.1), len)  # fmt: skip
+
+
+def test_build_scheduler_asks_the_run_length_only_when_needed() -> None:
+    asked = []
+    cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": 3}  # fmt: skip
+    assert build_scheduler(cosine, _optimizer(0.1), asked.append)["interval"] == "epoch"
+    given = {"_target_": "visionkit.schedulers.warmup_cosine", "_partial_": True, "total_steps": 7}
+    build_scheduler(given, _optimizer(0.1), asked.append)
+    assert asked == []
+
+
+def test_task_gives_the_schedule_the_runs_optimizer_steps() -> None:
+    """3 epochs x 6 batches with gradient accumulation 2: 9 steps; the lr ends at eta_min."""
+    spec = {"_target_": "visionkit.schedulers.warmup_cosine", "_partial_": True, "warmup": 0.25, "interval": "step"}  # fmt: skip
+    task = make_task(lr=0.1, scheduler=spec)
+    fit = trainer([], 3, accumulate_grad_batches=2)
+    fit.fit(task, datamodule=ToyData(n=24, batch_size=4))
+    sched = fit.lr_scheduler_configs[0].scheduler
+    assert sched.last_epoch == 9 and fit.estimated_stepping_batches == 9
+    assert all(g["lr"] == pytest.approx(0.0, abs=1e-12) for g in fit.optimizers[0].param_groups)
