@@ -76,3 +76,22 @@ def test_task_gives_the_schedule_the_runs_optimizer_steps() -> None:
     sched = fit.lr_scheduler_configs[0].scheduler
     assert sched.last_epoch == 9 and fit.estimated_stepping_batches == 9
     assert all(g["lr"] == pytest.approx(0.0, abs=1e-12) for g in fit.optimizers[0].param_groups)
+
+
+def test_warmup_cosine_resumes_from_its_state_dict() -> None:
+    """A checkpoint mid-run (here, inside the warm-up) continues on the same curve."""
+    opt = _optimizer(0.1, 0.02)
+    sched = warmup_cosine(opt, total_steps=30, warmup=0.2)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    state, opt_state = sched.state_dict(), opt.state_dict()
+    resumed_opt = _optimizer(0.1, 0.02)
+    resumed = warmup_cosine(resumed_opt, total_steps=30, warmup=0.2)
+    resumed_opt.load_state_dict(opt_state)
+    resumed.load_state_dict(state)
+    for _ in range(10):
+        for o, s in ((opt, sched), (resumed_opt, resumed)):
+            o.step()
+            s.step()
+        assert [g["lr"] for g in resumed_opt.param_groups] == pytest.approx([g["lr"] for g in opt.param_groups])  # fmt: skip
