@@ -114,11 +114,40 @@ def check_detector_options(
         )
 
 
+def image_transform_options(
+    min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float]
+) -> dict[str, Any]:
+    """Keywords of the detector's image transform (resize and normalise), as torchvision names them."""
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "image_mean": list(image_mean),
+        "image_std": list(image_std),
+    }
+
+
 class DetectorHead(nn.Module):
-    """Base: holds ``self.detector`` (a torchvision detector whose backbone is TaskFeatures)."""
+    """Base: holds ``self.detector`` (a torchvision detector whose backbone is TaskFeatures).
+
+    ``__init__`` does what every detector head needs first: rejects unknown ``options`` (the extra
+    ``model.head`` keys passed on to ``detector_class``), checks that the levels share one channel
+    count (``self.channels``) and creates the adapter the detector reads features through.
+    """
 
     detector: nn.Module
     adapter: TaskFeatures
+
+    def __init__(
+        self,
+        name: str,
+        detector_class: type[nn.Module],
+        feature_info: Sequence[FeatureInfo],
+        options: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        check_detector_options(name, type(self), detector_class, options)
+        self.channels = common_channels(feature_info, name)
+        self.adapter = TaskFeatures(self.channels)
 
     def forward(
         self,

@@ -14,10 +14,8 @@ from visionkit.models.heads.detector_base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DetectorHead,
-    TaskFeatures,
     anchor_generator,
-    check_detector_options,
-    common_channels,
+    image_transform_options,
     level_names,
 )
 
@@ -47,22 +45,16 @@ class FasterRCNNHead(DetectorHead):
         image_std: Sequence[float] = IMAGENET_STD,
         **detector_kwargs: Any,
     ) -> None:
-        super().__init__()
-        check_detector_options(self.name, type(self), self.detector_class, detector_kwargs)
-        channels = common_channels(feature_info, self.name)
-        self.adapter = TaskFeatures(channels)
+        super().__init__(self.name, self.detector_class, feature_info, detector_kwargs)
         self.detector = self.detector_class(
             self.adapter,
             num_classes=None,
-            min_size=min_size,
-            max_size=max_size,
-            image_mean=list(image_mean),
-            image_std=list(image_std),
+            **image_transform_options(min_size, max_size, image_mean, image_std),
             rpn_anchor_generator=anchor_generator(
                 feature_info, anchor_sizes, aspect_ratios, anchor_scale, self.name
             ),
             box_roi_pool=MultiScaleRoIAlign(level_names(feature_info), 7, 2),
-            box_head=TwoMLPHead(channels * 7 * 7, representation_size),
+            box_head=TwoMLPHead(self.channels * 7 * 7, representation_size),
             box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
             box_score_thresh=score_thresh,
             box_detections_per_img=detections_per_img,

@@ -18,10 +18,8 @@ from visionkit.models.heads.detector_base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DetectorHead,
-    TaskFeatures,
     anchor_generator,
-    check_detector_options,
-    common_channels,
+    image_transform_options,
 )
 
 
@@ -57,19 +55,13 @@ class FCOSHead(DetectorHead):
         image_std: Sequence[float] = IMAGENET_STD,
         **detector_kwargs: Any,
     ) -> None:
-        super().__init__()
-        check_detector_options("fcos", type(self), FCOS, detector_kwargs)
-        channels = common_channels(feature_info, "fcos")
+        super().__init__("fcos", FCOS, feature_info, detector_kwargs)
         anchors = anchor_generator(feature_info, anchor_sizes, (1.0,), anchor_scale, "fcos")
-        self.adapter = TaskFeatures(channels)
-        head = _FCOSHead(channels, num_classes + 1, num_convs)
+        head = _FCOSHead(self.channels, num_classes + 1, num_convs)
         self.detector = FCOS(
             self.adapter,
             num_classes + 1,
-            min_size=min_size,
-            max_size=max_size,
-            image_mean=list(image_mean),
-            image_std=list(image_std),
+            **image_transform_options(min_size, max_size, image_mean, image_std),
             anchor_generator=anchors,
             head=head,
             score_thresh=score_thresh,

@@ -13,10 +13,8 @@ from visionkit.models.heads.detector_base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DetectorHead,
-    TaskFeatures,
     anchor_generator,
-    check_detector_options,
-    common_channels,
+    image_transform_options,
 )
 
 
@@ -40,23 +38,19 @@ class RetinaNetHead(DetectorHead):
         image_std: Sequence[float] = IMAGENET_STD,
         **detector_kwargs: Any,
     ) -> None:
-        super().__init__()
-        check_detector_options("retinanet", type(self), RetinaNet, detector_kwargs)
-        channels = common_channels(feature_info, "retinanet")
+        super().__init__("retinanet", RetinaNet, feature_info, detector_kwargs)
         if anchor_sizes is None:
             anchor_sizes = [
                 [anchor_scale * f.reduction * 2 ** (k / 3) for k in range(3)] for f in feature_info
             ]
         anchors = anchor_generator(feature_info, anchor_sizes, aspect_ratios, anchor_scale, "retinanet")  # fmt: skip
-        self.adapter = TaskFeatures(channels)
-        head = TVRetinaNetHead(channels, anchors.num_anchors_per_location()[0], num_classes + 1)
+        head = TVRetinaNetHead(
+            self.channels, anchors.num_anchors_per_location()[0], num_classes + 1
+        )
         self.detector = RetinaNet(
             self.adapter,
             num_classes + 1,
-            min_size=min_size,
-            max_size=max_size,
-            image_mean=list(image_mean),
-            image_std=list(image_std),
+            **image_transform_options(min_size, max_size, image_mean, image_std),
             anchor_generator=anchors,
             head=head,
             score_thresh=score_thresh,
