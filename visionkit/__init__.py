@@ -36,7 +36,7 @@ _EXPORTS = {
     "Backbone": "visionkit.models.backbones.base",
     "roi_align": "visionkit.layers.roi_align",
     "MultiScaleRoIAlign": "visionkit.layers.roi_align",
-    "warmup_cosine": "visionkit.schedulers",
+    "WarmupCosineLR": "visionkit.schedulers",
 }
 
 __all__ = sorted(_EXPORTS)

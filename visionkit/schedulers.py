@@ -9,11 +9,12 @@ interval from Lightning, so a schedule fits any data size, epoch count or device
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import LRScheduler
 
 from visionkit.errors import ConfigError
 
@@ -45,27 +46,50 @@ def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
         return {}
 
 
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    warmup: float = 0.1,
-    start_factor: float = 0.01,
-    eta_min: float = 0.0,
-) -> LRScheduler:
+class WarmupCosineLR(LRScheduler):
     """Linear warm-up from ``start_factor * lr`` over the first ``warmup`` fraction of
     ``total_steps``, then cosine decay to ``eta_min``. Each group keeps its own lr (layer-wise
-    rates), and both phases are multiplicative, so finetune schedules that rescale groups compose.
+    rates). Every step rescales the group's current lr (chainable, like torch's LinearLR and
+    CosineAnnealingLR), so a finetune schedule that rescales a group mid-run stays in effect.
     """
-    if total_steps < 1:
-        raise ConfigError(f"warmup_cosine: total_steps must be >= 1, got {total_steps}")
-    if not 0.0 <= warmup < 1.0 or not 0.0 < start_factor <= 1.0:
-        raise ConfigError(
-            f"warmup_cosine: warmup in [0, 1) and start_factor in (0, 1] needed, got {warmup}, "
-            f"{start_factor}"
-        )
-    warm = round(warmup * total_steps)
-    decay = CosineAnnealingLR(optimizer, T_max=max(total_steps - warm, 1), eta_min=eta_min)
-    if warm == 0:
-        return decay
-    ramp = LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warm)
-    return SequentialLR(optimizer, [ramp, decay], milestones=[warm])
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        warmup: float = 0.1,
+        start_factor: float = 0.01,
+        eta_min: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if total_steps < 1:
+            raise ConfigError(
+                f"scheduler (WarmupCosineLR): total_steps must be >= 1, got {total_steps}"
+            )
+        if not 0.0 <= warmup < 1.0 or not 0.0 < start_factor <= 1.0:
+            raise ConfigError(
+                f"scheduler (WarmupCosineLR): warmup in [0, 1) and start_factor in (0, 1] needed, got {warmup}, "
+                f"{start_factor}"
+            )
+        self.total_steps = int(total_steps)
+        self.warm = round(warmup * total_steps)
+        self.start_factor = float(start_factor)
+        self.eta_min = float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def _ramp(self, t: int) -> float:
+        return self.start_factor + (1.0 - self.start_factor) * t / self.warm
+
+    def _cosine(self, t: int) -> float:
+        return 1.0 + math.cos(math.pi * (t - self.warm) / (self.total_steps - self.warm))
+
+    def get_lr(self) -> list[float]:
+        t, lrs = self.last_epoch, [group["lr"] for group in self.optimizer.param_groups]
+        if t == 0:
+            return [lr * self._ramp(0) for lr in lrs] if self.warm else lrs
+        if t <= self.warm:
+            return [lr * self._ramp(t) / self._ramp(t - 1) for lr in lrs]
+        if t > self.total_steps:
+            return lrs
+        ratio = self._cosine(t) / self._cosine(t - 1)
+        return [self.eta_min + (lr - self.eta_min) * ratio for lr in lrs]
