@@ -100,3 +100,13 @@ def test_warmup_cosine_resumes_from_its_state_dict() -> None:
             o.step()
             s.step()
         assert [g["lr"] for g in resumed_opt.param_groups] == pytest.approx([g["lr"] for g in opt.param_groups])  # fmt: skip
+
+
+def test_task_without_a_run_length_says_what_to_set() -> None:
+    """An epoch-stepped schedule that needs total_steps in a run bounded by steps only."""
+    spec = {"_target_": "visionkit.WarmupCosineLR", "_partial_": True}
+    fit = trainer([], -1, max_steps=2)
+    with pytest.raises(
+        ConfigError, match=r"run's length in epochs, but it is -1: set trainer\.max_epochs"
+    ):
+        fit.fit(make_task(scheduler=spec), datamodule=ToyData())

@@ -8,6 +8,7 @@ saved as hyperparameters, so a checkpoint alone restores it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -157,9 +158,14 @@ class BaseTask(pl.LightningModule):
 
     def _run_length(self, interval: str) -> int:
         """Epochs, or optimizer steps (Lightning's estimate: data, accumulation, devices), of the run."""
-        if interval == "step":
-            return int(self.trainer.estimated_stepping_batches)
-        return int(self.trainer.max_epochs)
+        trainer = self.trainer
+        length = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
+        if length is None or not math.isfinite(length) or length < 1:
+            raise ConfigError(
+                f"the scheduler needs the run's length in {interval}s, but it is {length}: set "
+                "trainer.max_epochs (or trainer.max_steps with scheduler.interval=step)"
+            )
+        return int(length)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from visionkit import __version__
