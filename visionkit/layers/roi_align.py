@@ -33,7 +33,7 @@ def roi_align(
 
     On CPU, when a gradient is needed and the maps are small next to the number of samples, the
     separable form (two batched matmuls with per-roi interpolation matrices) is used; otherwise
-    torchvision's kernel (its forward alone is faster: the serial loop is in its backward).
+    torchvision's kernel (its serial loop is in the backward: forward alone the two are even).
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     n, c, h, w = features.shape
@@ -48,15 +48,12 @@ def roi_align(
             f"roi_align: rois name images {int(rois[:, 0].min())}..{int(rois[:, 0].max())} but "
             f"the features hold {n}"
         )
-    samples = r * out_h * out_w * sampling_ratio**2
-    dense = n * int(counts.max()) * out_h * w * (h + out_w)
-    needs_grad = features.requires_grad and torch.is_grad_enabled()
-    if (
-        not needs_grad
-        or features.device.type != "cpu"
-        or sampling_ratio <= 0
-        or dense > DENSE_COST * samples
-    ):
+    separable = features.requires_grad and torch.is_grad_enabled()
+    separable = separable and features.device.type == "cpu" and sampling_ratio > 0
+    if separable:  # and cheaper: the cost model, measured fwd + bwd
+        samples = r * out_h * out_w * sampling_ratio**2
+        separable = n * int(counts.max()) * out_h * w * (h + out_w) <= DENSE_COST * samples
+    if not separable:
         return tv_roi_align(features, rois, (out_h, out_w), spatial_scale, sampling_ratio)
     return _separable_roi_align(features, rois, counts, (out_h, out_w), spatial_scale, sampling_ratio)  # fmt: skip
 
