@@ -70,3 +70,48 @@ def test_evaluate_errors_name_the_problem(tmp_path: Path) -> None:
         evaluate(tmp_path / "gt.json", [], ("bbox",), "detectron")
     with pytest.raises(DataError, match=r"gt\.json"):
         evaluate(tmp_path / "gt.json", [], ("bbox",), "pycocotools")
+
+
+@contextlib.contextmanager
+def info_logging_to_stderr():
+    """Root logging at INFO to the current stderr, as Hydra's job logging configures a run."""
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    handler, level = logging.StreamHandler(sys.stderr), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
+def test_evaluation_is_silent_but_warnings_and_our_messages_show(
+    tmp_path: Path, backend: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Neither backend prints nor logs its tables (evaluate() and the torchmetrics validation
+    metric); a backend warning and visionkit's own INFO messages still reach the log."""
+    import logging
+
+    from torchmetrics.detection import MeanAveragePrecision
+
+    root = write_crafted_coco(tmp_path / "c")
+    gt = root / "annotations" / "instances_test.json"
+    data = json.loads(gt.read_text())
+    dets = [{**{k: a[k] for k in ("image_id", "category_id", "bbox", "segmentation")}, "score": 0.9} for a in data["annotations"]]  # fmt: skip
+    box = torch.tensor([[1.0, 2.0, 20.0, 30.0]])
+    capfd.readouterr()
+    with info_logging_to_stderr():
+        metrics = evaluate(gt, dets, ("bbox", "segm"), backend)
+        metric = MeanAveragePrecision(iou_type="bbox", backend=backend)
+        metric.update([{"boxes": box, "scores": torch.tensor([0.8]), "labels": torch.tensor([0])}], [{"boxes": box, "labels": torch.tensor([0])}])  # fmt: skip
+        map_50 = float(metric.compute()["map_50"])
+        assert capfd.readouterr() == ("", "")
+        logging.getLogger("faster_coco_eval.core.cocoeval").warning("a backend warning")
+        logging.getLogger("visionkit.data.validation").info("our message")
+        assert capfd.readouterr().err.splitlines() == ["a backend warning", "our message"]
+    assert metrics["bbox_map_50"] == pytest.approx(1.0) and map_50 == pytest.approx(1.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ STAT_NAMES = (
     "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
     "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
 )  # fmt: skip
+
+# faster_coco_eval logs its progress and summary tables at INFO (COCOeval.print_function, ~20
+# lines per evaluation, in every validation epoch through torchmetrics too); Hydra's logging
+# config shows INFO. Keep its warnings and errors; a level set before this import is respected.
+_backend_log = logging.getLogger("faster_coco_eval")
+if _backend_log.level == logging.NOTSET:
+    _backend_log.setLevel(logging.WARNING)
 
 
 def check_backend(backend: str) -> str:
