@@ -63,6 +63,38 @@ def max_logged(run: Path, key: str) -> float:
     return max(float(row.split(",")[col]) for row in lines[1:] if row.split(",")[col])
 
 
+def test_results_report_the_validation_of_the_best_checkpoint(cli: CLI, fast: list[str], tmp_path: Path) -> None:  # fmt: skip
+    """val/loss monitored with mode=max makes the first epoch the best (the loss falls): val/* in
+    results.json are that epoch's row of metrics.csv, the last epoch's are under last/val/*."""
+    import torch
+
+    cli("train", *fast, "trainer.max_epochs=3", "task.monitor=val/loss", "task.monitor_mode=max", "test_after_fit=false", "hydra.run.dir=r", check=True)  # fmt: skip
+    run = tmp_path / "r"
+    results = json.loads((run / "results.json").read_text())
+    rows = logged_rows(run, "val/")
+    best, last = results["best_epoch"], max(rows)
+    assert best < last == 2  # the case at stake: the last epoch is not the best
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == best
+    assert results["val/loss"] == results["best_score"]["val/loss"] == pytest.approx(max_logged(run, "val/loss"))  # fmt: skip
+    assert {k: results[k] for k in rows[best]} == pytest.approx(rows[best])
+    assert {k: results[f"last/{k}"] for k in rows[last]} == pytest.approx(rows[last])
+    assert rows[best] != rows[last]
+
+
+def logged_rows(run: Path, prefix: str) -> dict[int, dict[str, float]]:
+    """metrics.csv's values of the keys starting with ``prefix``, by epoch."""
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows: dict[int, dict[str, float]] = {}
+    for line in lines[1:]:
+        cells = dict(zip(header, line.split(","), strict=True))
+        values = {k: float(v) for k, v in cells.items() if k.startswith(prefix) and v}
+        if values:
+            rows.setdefault(int(cells["epoch"]), {}).update(values)
+    return rows
+
+
 def test_test_command_evaluates_the_checkpoint(cli: CLI, trained_run: Path, tmp_path: Path) -> None:
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     cli(

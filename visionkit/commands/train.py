@@ -1,4 +1,11 @@
-"""``python -m visionkit [train]``: fit the configured task, test the best checkpoint, write results."""
+"""``python -m visionkit [train]``: fit the configured task, test the best checkpoint, write results.
+
+results.json: ``test/*`` of the best checkpoint and ``val/*`` of the same epoch (its validation
+when it was saved, :class:`~visionkit.callbacks.best_metrics.BestMetrics`), ``best_epoch``,
+``best_checkpoint``, ``best_score``; the last epoch's validation under ``last/val/*`` and its
+``train/*``. Without a monitored checkpoint the tested weights are the last ones, and ``val/*``
+equals ``last/val/*``.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +18,24 @@ from visionkit import runner
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train; returns what was written to results.json (rank zero)."""
+    from visionkit.callbacks.best_metrics import BestMetrics, last_val_results
+
     out = runner.setup(cfg)
     dm = runner.build_datamodule(cfg)
     task = runner.build_task(cfg, dm)
-    trainer = runner.build_trainer(cfg)
+    trainer = runner.build_trainer(cfg, callbacks=[*runner.build_callbacks(cfg), BestMetrics()])
     if trainer.is_global_zero:
         runner.save_config(cfg, out)
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    results: dict[str, Any] = runner.scalar_metrics(trainer.callback_metrics)
+    last = last_val_results(trainer, task)
+    logged = runner.scalar_metrics(trainer.callback_metrics)
+    results: dict[str, Any] = {k: v for k, v in logged.items() if not k.startswith("val/")}
+    results.update(last)  # replaced below by the best epoch's, when a callback kept them
+    results.update({f"last/{k}": v for k, v in last.items()})
+    for callback in trainer.callbacks:  # callbacks contribute to results.json (BestMetrics: val/*)
+        contribute = getattr(callback, "extra_results", None)
+        if callable(contribute):
+            results.update(contribute("val"))
     ckpt = runner.checkpoint_callback(trainer)
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     figures = task.save_figures("val", str(out)) if trainer.is_global_zero else []
@@ -31,7 +48,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             results.update(trainer.lightning_module.extra_results("test"))
     if not trainer.is_global_zero:
         return results
-    results.update(task.extra_results("val"))
     report = getattr(trainer.lightning_module, "finetune_report", None)
     if report:  # the schedule followed (for `auto`: its choice and reason)
         results["finetune"] = report
