@@ -70,7 +70,7 @@ def test_task_trains_tests_and_predicts(cli: CLI, tmp_path: Path, task: str) -> 
         assert {im["id"] for im in images} == {1, 2}
         assert isinstance(json.loads((pred / "detections.json").read_text()), list)
     else:
-        assert (pred / "predictions" / "gray_labels.png").is_file()
+        assert (pred / "labels" / "gray.png").is_file()
 
 
 def test_test_command_writes_detections_beside_results(cli: CLI, tmp_path: Path) -> None:

@@ -1,16 +1,33 @@
 """``python -m visionkit predict ckpt_path=... input=<image or folder>``: predictions as pictures.
 
-Writes ``predictions/<name>.png`` overlays (boxes with class names and scores, masks coloured,
-semantic maps blended) for every image of any size and mode; detection tasks also write
-``detections.json`` (COCO results, the dataset's category ids) and ``images.json`` (the image ids
-it uses), semantic segmentation ``predictions/<name>_labels.png`` (class index per pixel),
-classification ``predictions.json``.
+Outputs in the run directory mirror the input tree (a folder is searched with its sub-folders
+unless ``recursive=false``), so no two inputs share an output file::
+
+    input/                 run directory/
+      img.jpg                predictions/img.png      overlay (boxes, masks, blended classes)
+      a/img.png              predictions/a/img.png
+      b/img.png              predictions/b/img.png
+      x.png                  predictions/x.png
+      x_labels.png           predictions/x_labels.png
+      c/y.png                predictions/c/y.png.png  (stems collide in one folder: the
+      c/y.jpg                predictions/c/y.jpg.png   full file name + ".png")
+                             labels/<same names>      semantic segmentation: class index per pixel
+                             images.json              every task: id, file_name, size, outputs
+
+An output is ``<stem>.png`` (every picture is written as PNG) unless another input of the same
+folder would get the same name (case-insensitively), in which case it is ``<file name>.png``.
+Overlays and label maps live in separate trees, so no input name can reach another's label map.
+``file_name`` in images.json, predictions.json (classification) and detections.json's
+``image_id`` (via images.json) name each input by its path relative to the input folder (for a
+single file: its name). Detection tasks also write ``detections.json`` (COCO results, the
+dataset's category ids).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -20,21 +37,42 @@ from omegaconf import DictConfig
 from visionkit import runner
 from visionkit.errors import ConfigError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
+def find_images(source: str | Path, recursive: bool = True) -> tuple[Path, list[Path], list[Path]]:
+    """(root, image files sorted by path, other files skipped) of ``source``: a file or a folder
+    (with its sub-folders when ``recursive``); the images the datamodules accept."""
+    from visionkit.data.datasets.folders import IMAGE_EXTENSIONS, list_images
 
-def find_images(source: str | Path, recursive: bool = False) -> list[Path]:
-    """The image files of ``source`` (a file, or a folder's images sorted by name)."""
     path = Path(source).expanduser()
     if path.is_file():
-        return [path]
+        return path.parent, [path], []
     if not path.is_dir():
         raise ConfigError(f"predict: input '{source}' is neither an image file nor a folder (config key input)")  # fmt: skip
-    pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
-    if not files:
-        raise ConfigError(f"predict: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
-    return files
+    images, others = list_images(path)
+    if not recursive:
+        images = [p for p in images if p.parent == path]
+        others = [p for p in others if p.parent == path]
+    if not images:
+        where = "" if recursive else " (sub-folders not searched: recursive=false)"
+        raise ConfigError(f"predict: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}{where}")
+    return path, images, others
+
+
+def output_names(files: list[Path], root: Path) -> dict[Path, PurePosixPath]:
+    """Each file's output path relative to an output tree: ``<folder>/<stem>.png``, or
+    ``<folder>/<file name>.png`` for files whose stem-based names would collide (distinct by
+    construction: distinct file names stay distinct with ``.png`` appended)."""
+    rel = {f: PurePosixPath(f.relative_to(root).as_posix()) for f in files}
+    full: set[Path] = set()
+    while True:
+        names = {f: r.parent / (f"{r.name}.png" if f in full else f"{r.stem}.png") for f, r in rel.items()}  # fmt: skip
+        groups: dict[str, list[Path]] = defaultdict(list)
+        for f, name in names.items():
+            groups[str(name).casefold()].append(f)
+        clashes = {f for group in groups.values() if len(group) > 1 for f in group} - full
+        if not clashes:
+            return names
+        full |= clashes
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -45,37 +83,42 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("predict needs a checkpoint: add ckpt_path=<path to .ckpt>")
-    files = find_images(cfg.input, bool(cfg.get("recursive", False)))
+    root, files, others = find_images(cfg.input, bool(cfg.get("recursive", True)))
     out = runner.setup(cfg)
     task = runner.load_task_from_checkpoint(cfg.ckpt_path).eval()
     dm = DATASETS.build(cfg.data, task=task.task_name)  # preprocessing only: no files are read
     if cfg.get("score_thresh") is not None and hasattr(task, "overlay_score_thresh"):
         task.overlay_score_thresh = float(cfg.score_thresh)
+    names = output_names(files, root)
     pictures, records, images, labels = [], [], [], []
-    pred_dir = out / "predictions"
     with torch.no_grad():
         for index, path in enumerate(files, start=1):
             raw = load_image(path)
             x = dm.eval_transform(raw)
             picture, extra = _predict_one(task, raw, x, index)
-            pictures.append(save_png(picture, pred_dir / f"{path.stem}.png"))
+            overlay = PurePosixPath("predictions") / names[path]
+            pictures.append(save_png(picture, out / overlay))
             h, w = raw.shape[-2:]
-            images.append({"id": index, "file_name": str(path), "height": int(h), "width": int(w)})
+            file_name = path.relative_to(root).as_posix()
+            image = {"id": index, "file_name": file_name, "height": int(h), "width": int(w), "overlay": str(overlay)}  # fmt: skip
             if task.task_name in ("detection", "instance_segmentation"):
                 records.extend(extra)
             elif task.task_name == "semantic_segmentation":
-                save_png(extra.to(torch.uint8)[None].expand(3, -1, -1), pred_dir / f"{path.stem}_labels.png")  # fmt: skip
+                image["labels"] = str(PurePosixPath("labels") / names[path])
+                save_png(extra.to(torch.uint8)[None].expand(3, -1, -1), out / image["labels"])
             else:
-                labels.append({"file_name": str(path), **extra})
-    summary: dict[str, Any] = {"images": len(files), "pictures": pictures}
+                labels.append({"file_name": file_name, **extra})
+            images.append(image)
+    (out / "images.json").write_text(json.dumps(images, indent=1))
+    summary: dict[str, Any] = {"images": len(files), "pictures": pictures, "index": str(out / "images.json")}  # fmt: skip
     if task.task_name in ("detection", "instance_segmentation"):
         (out / "detections.json").write_text(json.dumps(records))
-        (out / "images.json").write_text(json.dumps(images, indent=1))
         summary["detections"] = str(out / "detections.json")
     elif task.task_name == "classification":
         (out / "predictions.json").write_text(json.dumps(labels, indent=1))
         summary["predictions"] = str(out / "predictions.json")
-    print(f"predict: {len(files)} images -> {pred_dir}")
+    skipped = f" ({len(others)} files that are not images skipped)" if others else ""
+    print(f"predict: {len(files)} images of {root} -> {out / 'predictions'}{skipped}")
     return summary
 
 
