@@ -52,7 +52,10 @@ class BestMetrics(pl.Callback):
         if value is None:
             return  # ModelCheckpoint reports the missing key
         value = float(value)
-        if not self.improves(value):
+        improved = self.improves(value)
+        if self.best_score is not None:  # as ModelCheckpoint: every rank must agree to replace
+            improved = trainer.strategy.reduce_boolean_decision(improved)
+        if not improved:
             return
         # ModelCheckpoint stores a NaN first score as the worst possible one
         worst = -math.inf if self.mode == "max" else math.inf
