@@ -83,7 +83,7 @@ def test_classification_outputs_mirror_the_tree_and_never_collide(cli, classifie
     proc = predict(cli, classifier, inputs, "p")
     out = tmp_path / "p"
     check_outputs(out / "predictions", ISSUE_OUTPUTS, ISSUE_TREE)
-    assert f"predict: 5 images of {inputs}" in proc.stdout and "1 files that are not images skipped" in proc.stdout  # fmt: skip
+    assert f"predict: 5 images of {inputs}" in proc.stdout and "(1 other files skipped" in proc.stdout  # fmt: skip
     predictions = json.loads((out / "predictions.json").read_text())
     assert sorted(p["file_name"] for p in predictions) == sorted(ISSUE_TREE)
     assert all(p["label"] in ("cat", "dog") and 0 <= p["score"] <= 1 for p in predictions)
@@ -128,6 +128,11 @@ def test_find_images_searches_sub_folders_unless_told_not_to(tmp_path: Path) -> 
     root, images, others = find_images(tmp_path)
     assert root == tmp_path and sorted(p.relative_to(tmp_path).as_posix() for p in images) == sorted(ISSUE_TREE)  # fmt: skip
     assert others == [tmp_path / "notes.txt"]
+    # an earlier run's directory inside the input folder (predict input=. twice) is skipped
+    earlier = write_tree(tmp_path / "outputs" / "predict" / "t", {"predictions/img.png": (8, 8)})
+    (earlier / ".hydra").mkdir()
+    assert find_images(tmp_path)[1] == images
+    assert earlier / "predictions" / "img.png" in find_images(tmp_path)[2]
     _, top, _ = find_images(tmp_path, recursive=False)
     assert [p.name for p in top] == ["img.jpg", "x.png", "x_labels.png"]
     assert find_images(tmp_path / "x.png") == (tmp_path, [tmp_path / "x.png"], [])

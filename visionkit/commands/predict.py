@@ -1,7 +1,8 @@
 """``python -m visionkit predict ckpt_path=... input=<image or folder>``: predictions as pictures.
 
 Outputs in the run directory mirror the input tree (a folder is searched with its sub-folders
-unless ``recursive=false``), so no two inputs share an output file::
+unless ``recursive=false``, skipping run folders, those holding ``.hydra/``, so predicting ``.``
+again does not predict earlier outputs), so no two inputs share an output file::
 
     input/                 run directory/
       img.jpg                predictions/img.png      overlay (boxes, masks, blended classes)
@@ -39,8 +40,9 @@ from visionkit.errors import ConfigError
 
 
 def find_images(source: str | Path, recursive: bool = True) -> tuple[Path, list[Path], list[Path]]:
-    """(root, image files sorted by path, other files skipped) of ``source``: a file or a folder
-    (with its sub-folders when ``recursive``); the images the datamodules accept."""
+    """(root, image files sorted by path, files skipped) of ``source``: a file or a folder (with
+    its sub-folders when ``recursive``); the images the datamodules accept. Files of run
+    directories (a sub-folder holding ``.hydra/``, e.g. an earlier predict's) are skipped too."""
     from visionkit.data.datasets.folders import IMAGE_EXTENSIONS, list_images
 
     path = Path(source).expanduser()
@@ -49,9 +51,12 @@ def find_images(source: str | Path, recursive: bool = True) -> tuple[Path, list[
     if not path.is_dir():
         raise ConfigError(f"predict: input '{source}' is neither an image file nor a folder (config key input)")  # fmt: skip
     images, others = list_images(path)
+    runs = {h.parent for h in path.rglob(".hydra") if h.is_dir() and h.parent != path}
     if not recursive:
-        images = [p for p in images if p.parent == path]
-        others = [p for p in others if p.parent == path]
+        images, others = [p for p in images if p.parent == path], [p for p in others if p.parent == path]  # fmt: skip
+    elif runs:
+        in_run = {p for p in images if runs.intersection(p.parents)}
+        images, others = [p for p in images if p not in in_run], sorted([*others, *in_run])
     if not images:
         where = "" if recursive else " (sub-folders not searched: recursive=false)"
         raise ConfigError(f"predict: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}{where}")
@@ -117,7 +122,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     elif task.task_name == "classification":
         (out / "predictions.json").write_text(json.dumps(labels, indent=1))
         summary["predictions"] = str(out / "predictions.json")
-    skipped = f" ({len(others)} files that are not images skipped)" if others else ""
+    skipped = f" ({len(others)} other files skipped: not images, or in a run folder)" if others else ""  # fmt: skip
     print(f"predict: {len(files)} images of {root} -> {out / 'predictions'}{skipped}")
     return summary
 
