@@ -29,9 +29,9 @@ def setup(cfg: DictConfig) -> Path:
     """Load built-in parts and plugins, seed everything; returns the run directory."""
     import pytorch_lightning as pl
 
-    from visionkit.plugins import load_all
+    from visionkit.plugins import load_configured
 
-    load_all(strict=bool(cfg.get("plugins", {}).get("strict", False)))
+    load_configured(cfg)
     # the run directory already holds Hydra's files when the CSV logger opens it: expected
     warnings.filterwarnings(
         "ignore", message="Experiment logs directory .* exists and is not empty"
