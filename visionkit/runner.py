@@ -128,21 +128,17 @@ def save_config(cfg: DictConfig, out: Path) -> None:
 
 
 def load_task_from_checkpoint(path: str | os.PathLike) -> BaseTask:
-    """Rebuild a task from a visionkit checkpoint (the task class is recorded inside it)."""
-    import torch
-
+    """Rebuild a task from a visionkit checkpoint (the task class is recorded inside it); the
+    file is read as data only, and a part now supplied by another package is warned about."""
+    from visionkit import checkpoints
     from visionkit.plugins import load_all
     from visionkit.registries import TASKS
 
     load_all()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path} (config key ckpt_path)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    meta = ckpt.get("visionkit")
-    if not meta or "task" not in meta:
-        raise ConfigError(f"{path} is not a visionkit checkpoint (no 'visionkit' entry)")
-    return TASKS.get(meta["task"]).load_from_checkpoint(path, map_location="cpu")
+    meta = checkpoints.meta(checkpoints.load(path), path)
+    checkpoints.warn_suppliers(meta, path)
+    task_cls = TASKS.get(meta["task"])
+    return task_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def has_split(dm: pl.LightningDataModule, split: str) -> bool:
