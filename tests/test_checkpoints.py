@@ -133,3 +133,49 @@ def test_resume_from_a_checkpoint_of_another_task_is_one_error(cli: CLI, run: Pa
         f"'detection' (config keys ckpt_path, task): resume it with task=classification, or take "
         f"only its backbone with model.backbone.pretrained={ckpt}"
     ]
+
+
+def test_missing_damaged_or_foreign_files_are_one_error_naming_them(tmp_path: Path) -> None:
+    from visionkit.checkpoints import load, meta
+    from visionkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"checkpoint not found: .*none\.ckpt \(config key ckpt_path\)"):  # fmt: skip
+        load(tmp_path / "none.ckpt")
+    torch.save({"state_dict": {"w": torch.zeros(64, 64)}}, tmp_path / "full.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "full.ckpt").read_bytes()[:2000])
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    for name, start in (("cut.ckpt", "cannot read"), ("text.ckpt", "refusing to load")):
+        with pytest.raises(ConfigError) as err:
+            load(tmp_path / name, key="model.backbone.pretrained", what="pretrained weights")
+        where = f"pretrained weights {tmp_path / name} (config key model.backbone.pretrained): "
+        assert str(err.value).startswith(f"{start} {where}"), str(err.value)
+    with pytest.raises(ConfigError, match=r"full\.ckpt is not a visionkit checkpoint"):
+        meta(load(tmp_path / "full.ckpt"), tmp_path / "full.ckpt")
+
+
+class RunsShell:
+    """Unpickling this runs a shell command that writes ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_plain_pickle_running_a_shell_command_is_refused(tmp_path: Path, protocol: int) -> None:
+    import pickle
+
+    from visionkit.checkpoints import load
+    from visionkit.errors import ConfigError
+
+    path, marker = tmp_path / "shell.ckpt", tmp_path / "marker"
+    path.write_bytes(pickle.dumps({"state_dict": RunsShell(marker)}, protocol=protocol))
+    pickle.loads(path.read_bytes())  # what an unsafe load would do
+    assert marker.is_file()
+    marker.unlink()
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value).startswith(f"refusing to load checkpoint {path} (config key ckpt_path): ")
+    assert not marker.exists()

@@ -57,10 +57,16 @@ def load(path: str | os.PathLike, key: str = "ckpt_path", what: str = "checkpoin
     except pickle.UnpicklingError as exc:
         if "weights only load failed" not in str(exc).lower():
             raise ConfigError(_unreadable(path, key, what, exc)) from exc
+        detail, where = _refused(exc), f"{what} {path} (config key {key})"
+        if not detail.startswith("Unsupported global"):  # an opcode: not a checkpoint, or code
+            raise ConfigError(
+                f"refusing to load {where}: torch.load(weights_only=True) cannot read it as plain "
+                f"data ({detail}); it is not a checkpoint, or it holds code"
+            ) from None
         raise ConfigError(
-            f"refusing to load {what} {path} (config key {key}): it holds objects that are not "
-            f"plain data ({_refused(exc)}), and unpickling them could run code; visionkit loads "
-            "checkpoints only with torch.load(weights_only=True)"
+            f"refusing to load {where}: it holds objects that are not plain data ({detail}), and "
+            "unpickling them could run code; visionkit loads checkpoints only with "
+            "torch.load(weights_only=True)"
         ) from None
     except Exception as exc:  # torch.load raises many types on a damaged file: reported, chained
         raise ConfigError(_unreadable(path, key, what, exc)) from exc

@@ -37,7 +37,7 @@ BUILTIN_MODULES = (
     "visionkit.callbacks",
 )
 
-_loaded: dict[str, str | None] = {}  # entry-point name -> error message (None when loaded)
+_loaded: dict[str, str | None] = {}  # "name (value)" of an entry point -> error or None
 PREFER_KEY = "plugins.prefer"
 
 
@@ -50,12 +50,13 @@ def load_builtins() -> None:
 def load_plugins(strict: bool = False) -> dict[str, str | None]:
     """Load every ``visionkit.plugins`` entry point once; report and skip broken ones.
 
-    Returns ``{plugin name: error or None}``. With ``strict`` a broken plugin raises PluginError.
+    Returns ``{"name (value)": error or None}``. With ``strict`` a broken plugin raises PluginError.
     """
     for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: (ep.name, ep.value)):
-        if ep.name not in _loaded:
-            _loaded[ep.name] = _load_one(ep)
-        error = _loaded[ep.name]
+        key = f"{ep.name} ({ep.value})"  # two packages may name their entry points alike
+        if key not in _loaded:
+            _loaded[key] = _load_one(ep)
+        error = _loaded[key]
         if error is not None:
             message = f"plugin '{ep.name}' ({ep.value}) failed to load: {error}"
             if strict:
