@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from visionkit.errors import RegistryError
-from visionkit.registry import Entry, Registry, source_of
+from visionkit.registry import Entry, Registry, recording, source_of
 
 
 def make() -> Registry:
@@ -43,22 +43,99 @@ def test_unknown_name_without_close_match_has_no_suggestion() -> None:
     assert "Did you mean" not in str(err.value)
 
 
-def test_duplicate_from_another_source_names_both() -> None:
+def supplied_by(source: str, name: str = "relu"):
+    """A builder that looks as if package ``source`` defined it (its module is the source)."""
+
+    def build(**kw):
+        return (source, kw)
+
+    build.__module__ = source
+    build.__name__ = name
+    return build
+
+
+@pytest.mark.parametrize("order", [("pkg_a", "pkg_b"), ("pkg_b", "pkg_a")])
+def test_clash_keeps_both_suppliers_and_names_them_whatever_the_order(order) -> None:
     reg = Registry("THINGS")
-    reg._add(Entry("relu", object(), "pkg-a"), override=False)
+    for source in order:
+        reg.register(supplied_by(source))
+    assert "relu" in reg and reg.names() == ["relu"] and len(reg) == 1
+    assert [e.source for e in reg.suppliers("relu")] == ["pkg_a", "pkg_b"]
     with pytest.raises(RegistryError) as err:
-        reg._add(Entry("relu", object(), "pkg-b"), override=False)
-    assert "pkg-a" in str(err.value) and "pkg-b" in str(err.value)
-    replacement = object()
-    reg._add(Entry("relu", replacement, "pkg-b"), override=True)
-    assert reg.get("relu") is replacement and reg.source("relu") == "pkg-b"
+        reg.get("relu")
+    assert str(err.value) == (
+        "things 'relu' is supplied by 2 packages: pkg_a and pkg_b; choose one with a qualified "
+        "name wherever the name is given (e.g. 'pkg_a:relu') or with +plugins.prefer.relu=<package>"
+    )
 
 
-def test_alias_clash_with_another_source_is_an_error() -> None:
+def test_qualified_name_picks_the_supplier_in_get_build_and_specs() -> None:
+    reg = Registry("THINGS")
+    reg.register(supplied_by("pkg_a"))
+    reg.register(supplied_by("pkg_b"))
+    assert reg.build("pkg_b:relu") == ("pkg_b", {})
+    assert reg.build({"name": "pkg_a:relu", "x": 1}) == ("pkg_a", {"x": 1})
+    assert reg.get("PKG-B:relu") is reg.get("pkg_b:relu")  # names compare as pip compares them
+    assert "pkg_a:relu" in reg and "pkg_c:relu" not in reg
+    with pytest.raises(
+        RegistryError, match="'relu' is not supplied by 'pkg_c' but by pkg_a, pkg_b"
+    ):
+        reg.get("pkg_c:relu")
+
+
+def test_prefer_resolves_the_bare_name() -> None:
+    reg = Registry("THINGS")
+    reg.register(supplied_by("pkg_a"))
+    reg.register(supplied_by("pkg_b"))
+    assert reg.prefer("relu", "pkg-b")
+    assert reg.build("relu") == ("pkg_b", {})
+    assert reg.build("pkg_a:relu") == ("pkg_a", {})  # a qualified name still wins
+    assert not reg.prefer("relu", "pkg_c") and not reg.prefer("gelu", "pkg_a")
+
+
+@pytest.mark.parametrize("plugin_first", [False, True])
+def test_override_of_a_builtin_wins_the_bare_name(plugin_first: bool) -> None:
+    reg = Registry("THINGS")
+    builtin, plugin = supplied_by("visionkit"), supplied_by("pkg_a")
+    calls = [lambda: reg.register(builtin), lambda: reg.register(plugin, override=True)]
+    for call in reversed(calls) if plugin_first else calls:
+        call()
+    assert reg.get("relu") is plugin and reg.source("relu") == "pkg_a"
+    assert reg.get("visionkit:relu") is builtin
+    reg.register(supplied_by("pkg_b"), override=True)  # two overrides: a clash again
+    with pytest.raises(RegistryError, match="supplied by 2 packages: pkg_a and pkg_b"):
+        reg.get("relu")
+
+
+def test_alias_clash_with_another_source_names_both() -> None:
     reg = Registry("THINGS")
     reg._add(Entry("a", object(), "pkg-a", aliases=("x",)), override=False)
-    with pytest.raises(RegistryError, match="'x' is already registered by 'pkg-a'"):
-        reg._add(Entry("b", object(), "pkg-b", aliases=("x",)), override=False)
+    reg._add(Entry("b", object(), "pkg-b", aliases=("x",)), override=False)
+    assert reg.names() == ["a", "b"] and reg.get("a") is not reg.get("b")
+    with pytest.raises(RegistryError, match="'x' is supplied by 2 packages: pkg-a and pkg-b"):
+        reg.get("x")
+    assert reg.get("pkg-b:x") is reg.get("b")
+
+
+def test_recording_rolls_back_additions_and_restores_what_they_replaced() -> None:
+    reg = Registry("THINGS")
+    kept, first = object(), object()
+    reg._add(Entry("kept", kept, "other"), override=False)
+    reg._add(Entry("a", first, "pkg"), override=False)
+    with recording() as rec:
+        reg._add(Entry("a", object(), "pkg", aliases=("alias",)), override=False)
+        reg._add(Entry("new", object(), "pkg"), override=False)
+    assert reg.names() == ["a", "kept", "new"] and "alias" in reg
+    rec.rollback()
+    assert reg.names() == ["a", "kept"] and "alias" not in reg
+    assert reg.get("a") is first and reg.get("kept") is kept
+    reg._add(Entry("later", object(), "pkg"), override=False)  # no longer recorded
+    assert rec.added == []
+
+
+def test_names_may_not_contain_a_colon() -> None:
+    with pytest.raises(RegistryError, match="may not contain ':'"):
+        Registry("THINGS").register(lambda: 1, name="pkg:one")
 
 
 def test_same_source_may_register_again() -> None:

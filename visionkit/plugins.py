@@ -3,6 +3,10 @@
 Entry-point group ``visionkit.plugins``: each entry point names a module (imported for its
 registrations) or a zero-argument callable (called). Group ``visionkit.configs``: each entry point
 names a package whose directory holds Hydra config groups; those become selectable by override.
+
+A plugin that fails while loading is reported and leaves none of its parts registered. Two
+packages supplying one name are both kept; config key ``plugins.prefer.<name>=<package>`` (or a
+qualified ``package:name`` where the name is given) chooses, see ``visionkit.registry``.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import importlib
 import importlib.util
 import logging
 import sys
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
-from visionkit.errors import PluginError
+from visionkit.errors import ConfigError, PluginError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,8 @@ BUILTIN_MODULES = (
     "visionkit.callbacks",
 )
 
-_loaded: dict[str, str | None] = {}  # entry-point name -> error message (None when loaded)
+_loaded: dict[str, str | None] = {}  # "name (value)" of an entry point -> error or None
+PREFER_KEY = "plugins.prefer"
 
 
 def load_builtins() -> None:
@@ -43,12 +50,13 @@ def load_builtins() -> None:
 def load_plugins(strict: bool = False) -> dict[str, str | None]:
     """Load every ``visionkit.plugins`` entry point once; report and skip broken ones.
 
-    Returns ``{plugin name: error or None}``. With ``strict`` a broken plugin raises PluginError.
+    Returns ``{"name (value)": error or None}``. With ``strict`` a broken plugin raises PluginError.
     """
-    for ep in entry_points(group=PLUGIN_GROUP):
-        if ep.name not in _loaded:
-            _loaded[ep.name] = _load_one(ep)
-        error = _loaded[ep.name]
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: (ep.name, ep.value)):
+        key = f"{ep.name} ({ep.value})"  # two packages may name their entry points alike
+        if key not in _loaded:
+            _loaded[key] = _load_one(ep)
+        error = _loaded[key]
         if error is not None:
             message = f"plugin '{ep.name}' ({ep.value}) failed to load: {error}"
             if strict:
@@ -61,19 +69,45 @@ def load_plugins(strict: bool = False) -> dict[str, str | None]:
 
 
 def _load_one(ep: EntryPoint) -> str | None:
-    try:
-        obj = ep.load()
-        if callable(obj):
-            obj()
-    except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported, never hidden
-        return f"{type(exc).__name__}: {exc}"
+    """Load one entry point; on failure undo every registration it made and return the error."""
+    from visionkit.registry import recording
+
+    with recording() as registered:
+        try:
+            obj = ep.load()
+            if callable(obj):
+                obj()
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure is reported, never hidden
+            registered.rollback()
+            return f"{type(exc).__name__}: {exc}"
     return None
 
 
-def load_all(strict: bool = False) -> None:
-    """Built-ins first, then plugins (a plugin may override a built-in with override=True)."""
+def load_all(strict: bool = False, prefer: Mapping[str, str] | None = None) -> None:
+    """Built-ins first, then plugins (a plugin may override a built-in with override=True), then
+    the user's choices ``prefer`` (name -> package) for names that several packages supply."""
     load_builtins()
     load_plugins(strict=strict)
+    for name, package in (prefer or {}).items():
+        apply_preference(str(name), str(package))
+
+
+def load_configured(cfg: Any) -> None:
+    """``load_all`` with the run config's ``plugins.strict`` and ``plugins.prefer``."""
+    options = cfg.get("plugins") or {}
+    load_all(strict=bool(options.get("strict", False)), prefer=dict(options.get("prefer") or {}))
+
+
+def apply_preference(name: str, package: str) -> None:
+    """Resolve the bare ``name`` to ``package``'s part in every registry where it supplies one."""
+    from visionkit.registries import ALL
+
+    if not [reg for reg in ALL.values() if reg.prefer(name, package)]:
+        suppliers = sorted({e.source for reg in ALL.values() for e in reg.suppliers(name)})
+        raise ConfigError(
+            f"{PREFER_KEY}.{name}={package}: '{package}' supplies no part named '{name}' "
+            f"(supplied by: {', '.join(suppliers) or 'nobody'})"
+        )
 
 
 def plugin_config_dirs() -> list[Path]:

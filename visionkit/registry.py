@@ -3,16 +3,23 @@
 A registry maps a key to a callable (class or function). Entries can be registered eagerly
 (decorator or call) or lazily as a ``"module:attr"`` string, so that listing a registry does not
 import heavy modules (e.g. pytorch_lightning for tasks and datamodules).
+
+Every supplier (distribution) of a name stays known: when two supply it, a bare lookup is an
+error naming both, never decided by import order. A qualified ``"package:name"`` or a preference
+(``Registry.prefer``, config key ``plugins.prefer.<name>``) chooses; ``override=True`` (a plugin
+replacing a built-in on purpose) wins over the plain registrations of that name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import functools
 import importlib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from visionkit.errors import RegistryError
@@ -44,6 +51,31 @@ def source_of(module: str) -> str:
         return module
 
 
+@functools.cache
+def version_of(source: str) -> str | None:
+    """The installed version of distribution ``source`` (None for a module outside any)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(source)
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
+def supplier_label(source: str, version: str | None) -> str:
+    """How a supplier is named in messages: ``"visionkit-example 0.1.0"``."""
+    return f"{source} {version}" if version else source
+
+
+def same_source(a: str, b: str) -> bool:
+    """Distribution names compare as pip does: case, ``-``, ``_`` and ``.`` are equivalent."""
+    return _normal(a) == _normal(b)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 @dataclass
 class Entry:
     """One registered object: the callable (or its lazy ``module:attr`` target) and its source."""
@@ -52,12 +84,47 @@ class Entry:
     target: Any
     source: str
     aliases: tuple[str, ...] = ()
+    override: bool = False
+
+    @property
+    def supplier(self) -> str:
+        """``"source version"`` (or just the source for a module outside any distribution)."""
+        return supplier_label(self.source, version_of(self.source))
 
     def load(self) -> Any:
         if isinstance(self.target, str):
             module, _, attr = self.target.partition(":")
             self.target = getattr(importlib.import_module(module), attr)
         return self.target
+
+
+@dataclass
+class Recording:
+    """What was registered while it was active (see ``recording``), so that it can be undone."""
+
+    added: list[tuple[Registry, Entry, list[Entry]]] = field(default_factory=list)
+
+    def rollback(self) -> None:
+        """Remove every recorded entry and restore the same-source entries it replaced."""
+        for registry, entry, replaced in reversed(self.added):
+            registry._discard(entry)
+            for old in replaced:
+                registry._insert(old)
+        self.added.clear()
+
+
+_recordings: list[Recording] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Recording]:
+    """Record the registrations of every registry made inside the block (e.g. a plugin import)."""
+    rec = Recording()
+    _recordings.append(rec)
+    try:
+        yield rec
+    finally:
+        _recordings.remove(rec)
 
 
 class Registry:
@@ -67,8 +134,8 @@ class Registry:
         self.name = name
         self.contract = contract
         self._check = check
-        self._entries: dict[str, Entry] = {}
-        self._aliases: dict[str, str] = {}
+        self._suppliers: dict[str, dict[str, Entry]] = {}  # name or alias -> {source: entry}
+        self._prefer: dict[str, str] = {}  # name -> source chosen by the user
 
     # -- registration -------------------------------------------------------------------------
     def register(
@@ -98,34 +165,71 @@ class Registry:
         return obj
 
     def _add(self, entry: Entry, override: bool) -> None:
-        for key in (entry.name, *entry.aliases):
-            existing = self._entry_or_none(key)
-            if existing is not None and existing.source != entry.source and not override:
-                raise RegistryError(
-                    f"{self.name}: '{key}' is already registered by '{existing.source}'; "
-                    f"'{entry.source}' registers it again. Pass override=True to replace it."
-                )
-            if existing is not None:
-                self._remove(existing)
-        self._entries[entry.name] = entry
-        for alias in entry.aliases:
-            self._aliases[alias] = entry.name
+        """Add ``entry`` beside the other sources' entries; it replaces only its own source's."""
+        entry.override = override
+        keys = (entry.name, *entry.aliases)
+        if any(":" in key for key in keys):
+            raise RegistryError(f"{self.name}: a name may not contain ':' (got {keys})")
+        replaced = [self._suppliers[k].get(entry.source) for k in keys if k in self._suppliers]
+        replaced = list({id(e): e for e in replaced if e is not None}.values())
+        for old in replaced:
+            self._discard(old)
+        self._insert(entry)
+        for rec in _recordings:
+            rec.added.append((self, entry, replaced))
 
-    def _remove(self, entry: Entry) -> None:
-        self._entries.pop(entry.name, None)
-        for alias in entry.aliases:
-            self._aliases.pop(alias, None)
+    def _insert(self, entry: Entry) -> None:
+        for key in (entry.name, *entry.aliases):
+            self._suppliers.setdefault(key, {})[entry.source] = entry
+
+    def _discard(self, entry: Entry) -> None:
+        for key in (entry.name, *entry.aliases):
+            suppliers = self._suppliers.get(key, {})
+            if suppliers.get(entry.source) is entry:
+                del suppliers[entry.source]
+            if not suppliers:
+                self._suppliers.pop(key, None)
+
+    def prefer(self, name: str, source: str) -> bool:
+        """Resolve the bare ``name`` to ``source``'s entry; False when ``source`` does not supply it."""
+        if not any(same_source(s, source) for s in self._suppliers.get(name, {})):
+            return False
+        self._prefer[name] = source
+        return True
 
     # -- lookup -------------------------------------------------------------------------------
     def _entry_or_none(self, name: str) -> Entry | None:
-        return self._entries.get(self._aliases.get(name, name))
+        """The entry for a (possibly ``package:``-qualified) name; a clash raises, naming both."""
+        source, _, key = str(name).rpartition(":")
+        suppliers = self._suppliers.get(key, {})
+        chosen = source or self._prefer.get(key)
+        if chosen:
+            found = [e for s, e in suppliers.items() if same_source(s, chosen)]
+            if found or source:
+                return found[0] if found else None
+        candidates = [e for e in suppliers.values() if e.override] or list(suppliers.values())
+        candidates.sort(key=lambda e: e.source)
+        if len(candidates) > 1:
+            both = " and ".join(e.supplier for e in candidates)
+            raise RegistryError(
+                f"{self.name.lower()} '{key}' is supplied by {len(candidates)} packages: {both}; "
+                f"choose one with a qualified name wherever the name is given (e.g. "
+                f"'{candidates[0].source}:{key}') or with +plugins.prefer.{key}=<package>"
+            )
+        return candidates[0] if candidates else None
 
     def entry(self, name: str) -> Entry:
-        """The Entry for ``name`` or an alias; unknown names raise with the closest matches."""
+        """The Entry for ``name``, an alias or ``package:name``; unknown names raise with the
+        closest matches, names supplied by several packages raise naming them."""
         entry = self._entry_or_none(name)
         if entry is None:
-            choices = sorted([*self._entries, *self._aliases])
-            close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+            source, _, key = str(name).rpartition(":")
+            if source and key in self._suppliers:
+                others = ", ".join(e.supplier for e in self.suppliers(key))
+                raise RegistryError(
+                    f"{self.name.lower()} '{key}' is not supplied by '{source}' but by {others}"
+                )
+            close = difflib.get_close_matches(key, sorted(self._suppliers), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise RegistryError(
                 f"unknown {self.name.lower()} '{name}'.{hint} "
@@ -138,17 +242,29 @@ class Registry:
         return self.entry(name).load()
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._entry_or_none(name) is not None
+        """Whether any package supplies ``name`` (a clash still counts: looking it up explains)."""
+        if not isinstance(name, str):
+            return False
+        source, _, key = name.rpartition(":")
+        return any(not source or same_source(s, source) for s in self._suppliers.get(key, {}))
 
     def __iter__(self):
-        return iter(sorted(self._entries))
+        return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.names())
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching the fnmatch ``pattern`` (aliases excluded)."""
-        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+        return sorted(
+            key
+            for key, suppliers in self._suppliers.items()
+            if any(e.name == key for e in suppliers.values()) and fnmatch.fnmatchcase(key, pattern)
+        )
+
+    def suppliers(self, name: str) -> list[Entry]:
+        """Every package's entry for ``name``, sorted by source (several only on a clash)."""
+        return sorted(self._suppliers.get(name, {}).values(), key=lambda e: e.source)
 
     def source(self, name: str) -> str:
         """The distribution (or module) that registered ``name``."""

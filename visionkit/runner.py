@@ -29,9 +29,9 @@ def setup(cfg: DictConfig) -> Path:
     """Load built-in parts and plugins, seed everything; returns the run directory."""
     import pytorch_lightning as pl
 
-    from visionkit.plugins import load_all
+    from visionkit.plugins import load_configured
 
-    load_all(strict=bool(cfg.get("plugins", {}).get("strict", False)))
+    load_configured(cfg)
     # the run directory already holds Hydra's files when the CSV logger opens it: expected
     warnings.filterwarnings(
         "ignore", message="Experiment logs directory .* exists and is not empty"
@@ -128,21 +128,17 @@ def save_config(cfg: DictConfig, out: Path) -> None:
 
 
 def load_task_from_checkpoint(path: str | os.PathLike) -> BaseTask:
-    """Rebuild a task from a visionkit checkpoint (the task class is recorded inside it)."""
-    import torch
-
+    """Rebuild a task from a visionkit checkpoint (the task class is recorded inside it); the
+    file is read as data only, and a part now supplied by another package is warned about."""
+    from visionkit import checkpoints
     from visionkit.plugins import load_all
     from visionkit.registries import TASKS
 
     load_all()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path} (config key ckpt_path)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    meta = ckpt.get("visionkit")
-    if not meta or "task" not in meta:
-        raise ConfigError(f"{path} is not a visionkit checkpoint (no 'visionkit' entry)")
-    return TASKS.get(meta["task"]).load_from_checkpoint(path, map_location="cpu")
+    meta = checkpoints.meta(checkpoints.load(path), path)
+    checkpoints.warn_suppliers(meta, path)
+    task_cls = TASKS.get(meta["task"])
+    return task_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def has_split(dm: pl.LightningDataModule, split: str) -> bool:

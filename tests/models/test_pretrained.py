@@ -148,3 +148,21 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
     torch.save({"obj": Path("x")}, tmp_path / "pickle.pth")  # needs weights_only=False
     with pytest.raises(ConfigError, match="weights_only=True"):
         load_pretrained(task(), tmp_path / "pickle.pth")
+
+
+def test_backbone_supplied_by_another_package_warns(tmp_path: Path, capsys) -> None:
+    source = task()
+    path = checkpoint(tmp_path, source)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["visionkit"]["suppliers"] = [
+        {"family": "backbones", "name": "simple_cnn", "package": "other-pkg", "version": "9",
+         "keys": ["model.backbone"]},
+        {"family": "heads", "name": "linear", "package": "other-pkg", "version": "9",
+         "keys": ["model.head"]},  # not taken from a pretrained file: no warning
+    ]  # fmt: skip
+    torch.save(ckpt, path)
+    load_pretrained(task(), path)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {path}: backbones 'simple_cnn' (model.backbone) was supplied by other-pkg 9 "
+        "when saved, here by visionkit 0.1.0"
+    ]

@@ -16,10 +16,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Build the backbone, summarise it, print the table and write the reports; returns totals."""
     from visionkit.analysis import format_table, summarize, write_reports
     from visionkit.errors import ConfigError
-    from visionkit.plugins import load_all
+    from visionkit.plugins import load_configured
     from visionkit.registries import BACKBONES
 
-    load_all(strict=bool(cfg.get("plugins", {}).get("strict", False)))
+    load_configured(cfg)
     if "model" not in cfg or cfg.model.get("backbone") is None:
         raise ConfigError("analyze needs model.backbone (e.g. model/backbone=vgg)")
     input_size = cfg.get("input_size")

@@ -1,5 +1,7 @@
 """``python -m visionkit list [FAMILY] [PATTERN]``: one ``FAMILY NAME SOURCE`` line per entry.
 
+A name supplied by several packages has one line per package (a clash: see ``plugins.prefer``).
+
 Plain text, sorted, for people and scripts alike. Imports torch (parts register on import) but
 never pytorch_lightning: tasks, datamodules and callbacks are registered lazily.
 """
@@ -37,10 +39,12 @@ def main(argv: Sequence[str]) -> int:
         )
         raise SystemExit(2)
     lines = [
-        f"{name} {entry} {registry.source(entry)}"
+        f"{name} {key} {entry.source}"
         for name, registry in sorted(ALL.items())
         if family in ("*", name)
-        for entry in registry.names(args.pattern)
+        for key in registry.names(args.pattern)
+        for entry in registry.suppliers(key)
+        if entry.name == key
     ]
     print("\n".join(lines))
     return 0

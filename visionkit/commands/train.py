@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from visionkit import runner
+from visionkit import checkpoints, runner
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -21,12 +21,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from visionkit.callbacks.best_metrics import BestMetrics, last_val_results
 
     out = runner.setup(cfg)
+    if cfg.get("ckpt_path"):  # resume: data only, of this task (before any data is read)
+        checkpoints.check_resume(cfg.ckpt_path, cfg.task.name)
     dm = runner.build_datamodule(cfg)
     task = runner.build_task(cfg, dm)
     trainer = runner.build_trainer(cfg, callbacks=[*runner.build_callbacks(cfg), BestMetrics()])
     if trainer.is_global_zero:
         runner.save_config(cfg, out)
-    trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     last = last_val_results(trainer, task)
     logged = runner.scalar_metrics(trainer.callback_metrics)
     results: dict[str, Any] = {k: v for k, v in logged.items() if not k.startswith("val/")}
@@ -41,7 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     figures = task.save_figures("val", str(out)) if trainer.is_global_zero else []
     if cfg.get("test_after_fit", True) and runner.has_split(dm, "test"):
         # the best checkpoint; without one (no checkpointing, `finetune=evaluate`) the weights as they are
-        tested = trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
+        tested = trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
         results.update(runner.scalar_metrics(tested[0] if tested else {}))
         if trainer.is_global_zero:
             figures += trainer.lightning_module.save_figures("test", str(out))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from visionkit import checkpoints
 from visionkit.errors import ConfigError
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state", "module")  # common state-dict holders
@@ -50,22 +51,14 @@ class LoadReport:
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """The file's content as a dict and its format (``visionkit``, ``state_dict``, ``safetensors``)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"pretrained weights not found: {path} (config key {CONFIG_KEY})")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" and path.is_file():
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu"), "safetensors"
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # re-raised with the file and the reason
-        raise ConfigError(
-            f"cannot read pretrained weights {path} with torch.load(weights_only=True): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-        ) from exc
+    obj = checkpoints.load(path, key=CONFIG_KEY, what="pretrained weights")
     if not isinstance(obj, Mapping):
         raise ConfigError(f"{path}: expected a state dict or checkpoint, got {type(obj).__name__}")
-    if "visionkit" in obj and "state_dict" in obj:
+    if checkpoints.META_KEY in obj and "state_dict" in obj:
         return dict(obj), "visionkit"
     for key in WRAPPER_KEYS:
         if isinstance(obj.get(key), Mapping):
@@ -86,6 +79,7 @@ def load_pretrained(task: Any, path: str | os.PathLike, verbose: bool = True) ->
     content, fmt = read_weights(path)
     report = LoadReport(str(path), fmt)
     if fmt == "visionkit":
+        checkpoints.warn_suppliers(content[checkpoints.META_KEY], path, under="model.backbone")
         _load_checkpoint(task, content, report)
     else:
         _load_state_dict(task.backbone, content, report, "backbone")

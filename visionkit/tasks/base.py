@@ -168,9 +168,12 @@ class BaseTask(pl.LightningModule):
         return int(length)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The task's name and, per registered part, the package and version that supplied it."""
         from visionkit import __version__
+        from visionkit.checkpoints import META_KEY, suppliers_record
 
-        checkpoint["visionkit"] = {"task": self.task_name, "version": __version__}
+        parts = suppliers_record({"task": self.task_name, **self.hparams})
+        checkpoint[META_KEY] = {"task": self.task_name, "version": __version__, "suppliers": parts}
 
     # -- results -----------------------------------------------------------------------------
     def extra_results(self, stage: str) -> dict[str, Any]:
