@@ -401,3 +401,15 @@ def test_browse(chains: dict, pair: tuple[str, str]) -> None:
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(picture) as grid:
         assert grid.width >= 2 * 128 and grid.height >= 2 * 128
+
+
+def test_unknown_data_key_is_one_error_line(cli: Any, tmp_path: Path) -> None:
+    """A key the format does not take ends with one line naming it, the format and what it takes."""
+    proc = cli("task=detection", "data=coco", f"data.root={tmp_path}", "+data.max_objects=3", *FAST)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: data format 'coco' takes no key(s) data.max_objects; it accepts: "
+    )
+    assert "annotations, batch_size," in last
