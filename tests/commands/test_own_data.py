@@ -296,6 +296,18 @@ def label_ids(fmt: str) -> set[int]:
     return {"coco": set(CATEGORIES), "masks": {0, *CATEGORIES}, "imagefolder": {0, 1, 2}}.get(fmt, set(range(10)))  # fmt: skip
 
 
+def assert_in_original_pixels(dets: list[dict], sizes: dict[int, tuple[int, int]]) -> None:
+    """Boxes (and RLE masks) of each detection lie in its image's own pixels, whatever size the
+    detector resized it to (data.image_size)."""
+    assert {d["image_id"] for d in dets} <= set(sizes)
+    for d in dets:
+        w, h = sizes[d["image_id"]]
+        x, y, bw, bh = d["bbox"]
+        assert min(x, y) >= -0.01 and x + bw <= w + 0.01 and y + bh <= h + 0.01, (d, w, h)
+        if "segmentation" in d:
+            assert d["segmentation"]["size"] == [h, w]
+
+
 # -- the tests ---------------------------------------------------------------------------------
 def test_readme_own_data_section_covers_every_format() -> None:
     """The README's commands, read here and run below, are one per pair (instance seg. included)."""
@@ -341,7 +353,8 @@ def test_test(chains: dict, pair: tuple[str, str]) -> None:
         assert Path(results["test/detections"]) == out / "detections.json"
         assert results["test/evaluated_all_images"] is True
         assert dets and {d["category_id"] for d in dets} <= set(CATEGORIES)
-        assert {d["image_id"] for d in dets} <= {im["id"] for im in gt["images"]}
+        sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
+        assert_in_original_pixels(dets, sizes)
 
 
 @pytest.mark.parametrize("pair", pairs(DETECTION))
@@ -382,7 +395,9 @@ def test_predict(chains: dict, pair: tuple[str, str]) -> None:
     if chain.task in DETECTION:
         dets = json.loads((out / "detections.json").read_text())
         assert {d["category_id"] for d in dets} <= set(CATEGORIES)
-        assert len(json.loads((out / "images.json").read_text())) == len(sizes)
+        images = json.loads((out / "images.json").read_text())
+        assert sorted(Path(im["file_name"]).stem for im in images) == sorted(sizes)
+        assert_in_original_pixels(dets, {im["id"]: (im["width"], im["height"]) for im in images})
     elif chain.task == "semantic_segmentation":
         for stem, size in sizes.items():
             with Image.open(out / "predictions" / f"{stem}_labels.png") as labels:
