@@ -48,32 +48,47 @@ def _restore_torch_determinism():
 CLI = Callable[..., subprocess.CompletedProcess]
 
 
+def run_cli(
+    *args: str,
+    cwd: Path,
+    data_dir: Path,
+    timeout: float = 300,
+    check: bool | None = None,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m visionkit ARGS`` as a user would, in ``cwd``; returns the process.
+
+    ``check``: a non-zero exit fails with the command's output (for module-scoped fixtures too).
+    """
+    environ = {
+        **os.environ,
+        "VISIONKIT_DATA_DIR": str(data_dir),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+        **(env or {}),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "visionkit", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"visionkit {' '.join(args)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
 @pytest.fixture
 def cli(tmp_path: Path, data_dir: Path) -> CLI:
     """Run ``python -m visionkit ARGS`` as a user would, in ``tmp_path``; returns the process."""
 
     def run(*args: str, timeout: float = 300, check: bool | None = None, env: dict | None = None):
-        environ = {
-            **os.environ,
-            "VISIONKIT_DATA_DIR": str(data_dir),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONWARNINGS": "ignore",
-            **(env or {}),
-        }
-        proc = subprocess.run(
-            [sys.executable, "-m", "visionkit", *args],
-            cwd=tmp_path,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"visionkit {' '.join(args)} exited {proc.returncode}\n"
-                f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
-            )
-        return proc
+        return run_cli(*args, cwd=tmp_path, data_dir=data_dir, timeout=timeout, check=check, env=env)  # fmt: skip
 
     return run
 

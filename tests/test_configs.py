@@ -161,3 +161,43 @@ def _fill_missing(node: DictConfig) -> DictConfig:
 def test_config_composes_and_instantiates(root: Path, rel: str) -> None:
     load_all()
     check(rel)
+
+
+def group_names(group: str) -> list[str]:
+    """The config names of ``group`` in visionkit's conf/ and the plugins' config folders."""
+    return sorted({rel.rsplit("/", 1)[1] for _, rel in all_yamls() if rel.startswith(f"{group}/")})
+
+
+@pytest.mark.parametrize("data", group_names("data"))
+@pytest.mark.parametrize("task", group_names("task"))
+def test_no_task_pushes_a_key_onto_a_datamodule(task: str, data: str) -> None:
+    """Every task config with every data config: the datamodule builds, or the only refusal is
+    that its format cannot serve the task (never an unknown key set by the task config)."""
+    from visionkit.errors import ConfigError
+    from visionkit.registries import DATASETS
+
+    load_all()
+    cfg = compose_cfg([f"task={task}", f"data={data}"])
+    cfg.data.num_workers = 0
+    try:
+        dm = DATASETS.build(_fill_missing(cfg.data), task=cfg.task.name)
+    except ConfigError as exc:
+        assert f"cannot serve task '{cfg.task.name}'" in str(exc), str(exc)
+        assert cfg.task.name not in DATASETS.get(cfg.data.name).SUPPORTED_TASKS
+        return
+    assert dm.task == cfg.task.name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "size"),
+    [([], 64), (["data=coco"], 512), (["data=coco", "data.image_size=96"], 96)],
+)
+@pytest.mark.parametrize("task", ["detection", "instance_segmentation"])
+def test_detector_image_size_follows_the_data(task: str, overrides: list[str], size: int) -> None:
+    """model.head.min_size defaults to data.image_size; on shapes a 64 px image stays 64 px."""
+    load_all()
+    cfg = compose_cfg([f"task={task}", *overrides])
+    transform = build_task(cfg).head.detector.transform
+    assert (transform.min_size, transform.max_size) == ((size,), round(size * 1333 / 800))
+    resized, _ = transform([torch.rand(3, cfg.data.image_size, cfg.data.image_size)])
+    assert resized.image_sizes == [(size, size)]

@@ -112,3 +112,17 @@ def test_format_refuses_tasks_it_cannot_serve(fmt: str, configs: dict) -> None:
     other = "detection" if fmt != "masks" else "classification"
     with pytest.raises(ConfigError, match=f"'{fmt}' cannot serve task '{other}'"):
         DATASETS.build(configs[fmt], task=other)
+
+
+@pytest.mark.parametrize("fmt", sorted(SERVES))
+def test_unknown_key_names_key_format_and_accepted_keys(fmt: str, configs: dict) -> None:
+    from visionkit.data.datamodule import accepted_keys
+
+    accepted = accepted_keys(DATASETS.get(fmt))
+    assert {"root", "batch_size", "image_size", "num_workers"} <= set(accepted)
+    assert "task" not in accepted and "self" not in accepted
+    with pytest.raises(ConfigError) as info:
+        DATASETS.build({**configs[fmt], "max_objectz": 3}, task=SERVES[fmt][0])
+    message = str(info.value)
+    assert f"data format '{fmt}' takes no key(s) data.max_objectz" in message
+    assert f"it accepts: {', '.join(accepted)}" in message

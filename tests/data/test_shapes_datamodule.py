@@ -46,3 +46,17 @@ def test_unknown_task_and_bad_key_raise(shapes_root: Path, make_shapes) -> None:
         make_shapes(shapes_root, "captioning")
     with pytest.raises(ConfigError, match="on_bad"):
         make_shapes(shapes_root, "classification", on_bad="ignore")
+
+
+@pytest.mark.parametrize(
+    ("task", "objects", "batch"),
+    [("classification", 1, 32), ("semantic_segmentation", 3, 32), ("detection", 3, 16),
+     ("instance_segmentation", 3, 16)],
+)  # fmt: skip
+def test_per_task_defaults_live_in_the_datamodule(task: str, objects: int, batch: int) -> None:
+    """max_objects / batch_size null: the values the README's task figures were measured with."""
+    from visionkit.registries import DATASETS
+
+    dm = DATASETS.build({"name": "shapes", "max_objects": None, "batch_size": None}, task=task)
+    assert (dm.spec.max_objects, dm.batch_size, dm.eval_batch_size) == (objects, batch, batch)
+    assert DATASETS.build({"name": "shapes", "max_objects": 2}, task=task).spec.max_objects == 2

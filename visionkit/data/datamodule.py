@@ -13,6 +13,7 @@ Batches follow the task contracts:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,24 @@ def _plain_target(target: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def accepted_keys(cls: type) -> list[str]:
+    """The ``data.*`` keys a datamodule class takes: the named parameters of each ``__init__`` in
+    its constructor chain, as far as ``**kwargs`` hand them on (``task`` comes from the task)."""
+    keys: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())
+        keys.update(p.name for p in params if p.kind in _NAMED and p.name not in ("self", "task"))
+        if klass is VisionDataModule or not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return sorted(keys)
+
+
 class VisionDataModule(pl.LightningDataModule):
     """Shared base of every format; see the module docstring for batch formats."""
 
@@ -108,8 +127,15 @@ class VisionDataModule(pl.LightningDataModule):
         verify_images: str = "header",
         drop_last: bool = False,
         seed: int = 0,
+        **unknown: Any,
     ) -> None:
         super().__init__()
+        if unknown:  # a key no constructor of the chain named: one message, not a TypeError
+            raise ConfigError(
+                f"data format '{self.FORMAT}' takes no key(s) "
+                f"{', '.join(f'data.{k}' for k in sorted(unknown))}; it accepts: "
+                f"{', '.join(accepted_keys(type(self)))}"
+            )
         if task not in TASK_NAMES:
             raise ConfigError(f"unknown task '{task}'; tasks: {', '.join(TASK_NAMES)}")
         if task not in self.SUPPORTED_TASKS:

@@ -3,8 +3,11 @@ the COCO format, so it serves all four tasks from the same files.
 
 Config keys: image_size, num_train, num_val, num_test, min_objects, max_objects, min_size,
 max_size, max_rotation, seed (generation; each combination is cached in its own directory under
-``root``), plus every VisionDataModule key. Classification uses ``max_objects: 1`` (one shape per image; with more
-shapes the label is the largest shape's category).
+``root``), plus every VisionDataModule key. The task-specific defaults live here, not in the task
+configs (which may not push keys onto other formats): ``max_objects`` null means 1 for
+classification (one shape per image; with more shapes the label is the largest shape's category)
+and 3 for the other tasks; ``batch_size`` null means 16 for detection and instance segmentation,
+32 otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from visionkit.data.coco import CocoDataModule
+from visionkit.data.datamodule import DETECTION_TASKS
 from visionkit.data.datasets.shapes import ShapesSpec, ensure_shapes
 
 
@@ -23,20 +27,26 @@ class ShapesDataModule(CocoDataModule):
 
     def __init__(
         self,
+        task: str = "classification",
         image_size: int = 64,
         num_train: int = 2000,
         num_val: int = 400,
         num_test: int = 400,
         min_objects: int = 1,
-        max_objects: int = 1,
+        max_objects: int | None = None,
         min_size: float | None = None,
         max_size: float | None = None,
         max_rotation: float = 30.0,
         seed: int = 0,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("verify_images", "none")  # we wrote these files ourselves
-        super().__init__(image_size=image_size, seed=seed, **kwargs)
+        if max_objects is None:
+            max_objects = 1 if task == "classification" else 3
+        if batch_size is None:
+            batch_size = 16 if task in DETECTION_TASKS else 32
+        super().__init__(task=task, image_size=image_size, seed=seed, batch_size=batch_size, **kwargs)  # fmt: skip
         many = max_objects > 1
         self.spec = ShapesSpec(
             image_size=int(image_size),

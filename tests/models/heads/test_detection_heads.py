@@ -128,3 +128,26 @@ def test_unknown_detector_option_is_rejected_not_ignored(backbone: torch.nn.Modu
         HEADS.build({**DETECTORS[name], "detections_per_imgs": 0.5}, neck.feature_info, K)
     spec = {**DETECTORS[name], "size_divisible": 16}  # a transform option: accepted
     assert HEADS.build(spec, neck.feature_info, K).detector.transform.size_divisible == 16
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_image_size_keeps_torchvision_ratio_without_max_size(
+    backbone: torch.nn.Module, name: str
+) -> None:
+    """max_size null -> min_size * 1333 / 800 (torchvision's defaults 800 and 1333)."""
+    neck = NECKS.build({"name": "fpn", "out_channels": 16, "in_indices": [1, 2, 3]}, backbone.feature_info)  # fmt: skip
+    head = HEADS.build({**DETECTORS[name], "min_size": 96, "max_size": None}, neck.feature_info, K)
+    transform = head.detector.transform
+    assert (transform.min_size, transform.max_size) == ((96,), 160)
+    resized, _ = transform([torch.rand(3, 64, 64), torch.rand(3, 120, 300)])
+    # the shorter side goes to 96 unless the longer would pass 160
+    assert resized.image_sizes == [(96, 96), (64, 160)]
+    default = HEADS.build({"name": name}, neck.feature_info, K).detector.transform
+    assert (default.min_size, default.max_size) == ((800,), 1333)
+
+
+def test_image_size_below_one_or_max_below_min_is_refused(backbone: torch.nn.Module) -> None:
+    neck = NECKS.build({"name": "fpn", "out_channels": 16, "in_indices": [1, 2, 3]}, backbone.feature_info)  # fmt: skip
+    for sizes in ({"min_size": 0}, {"min_size": 64, "max_size": 32}):
+        with pytest.raises(ConfigError, match=r"model\.head\.min_size"):
+            HEADS.build({"name": "retinanet", **sizes}, neck.feature_info, K)

@@ -115,12 +115,20 @@ def check_detector_options(
 
 
 def image_transform_options(
-    min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float]
+    min_size: int, max_size: int | None, image_mean: Sequence[float], image_std: Sequence[float]
 ) -> dict[str, Any]:
-    """Keywords of the detector's image transform (resize and normalise), as torchvision names them."""
+    """Keywords of the detector's image transform (resize and normalise), as torchvision names them.
+
+    ``max_size`` None keeps torchvision's ratio of its defaults (800, 1333): ``min_size * 1333 / 800``.
+    """
+    if int(min_size) < 1 or (max_size is not None and int(max_size) < int(min_size)):
+        raise ConfigError(
+            f"model.head.min_size must be >= 1 and model.head.max_size >= min_size, got "
+            f"{min_size} and {max_size}"
+        )
     return {
-        "min_size": min_size,
-        "max_size": max_size,
+        "min_size": int(min_size),
+        "max_size": int(max_size) if max_size is not None else round(int(min_size) * 1333 / 800),
         "image_mean": list(image_mean),
         "image_std": list(image_std),
     }

@@ -1,0 +1,430 @@
+"""Own data for every task, as a user runs it (subprocess), on small data written here in each real
+format: COCO json + PNG/JPEG images (non-contiguous category and image ids, crowd regions, images
+without objects, grayscale / RGBA / palette pictures), image + mask PNG folders with classes.yaml,
+class-per-folder images; and scikit-learn's digits.
+
+Each (task, format) pair trains once: with the README's own-data command exactly as written (its
+placeholder root replaced by the data written here, the FAST overrides appended) where the README
+has one, else with a small model. `test`, `predict` and `browse` then run on that run's checkpoint.
+On COCO, the test mAP in results.json must equal pycocotools' COCOeval run here on the written
+detections.json. shapes is covered by tests/tasks/test_cli_tasks.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import FAST, ROOT, run_cli
+
+CATEGORIES = {12: "cow", 3: "ant", 7: "bee"}  # listed out of order, ids with gaps
+COLOURS = {3: (220, 40, 40), 7: (40, 200, 40), 12: (40, 60, 230)}
+MODES = ("RGB", "L", "RGBA", "P")
+COUNTS = {"train": 8, "val": 4, "test": 6}
+PLACEHOLDERS = {"/data/mycoco": "coco", "/data/pets": "imagefolder", "/data/roads": "masks"}
+PAIRS = [
+    ("classification", "coco"),
+    ("classification", "imagefolder"),
+    ("classification", "digits"),
+    ("semantic_segmentation", "coco"),
+    ("semantic_segmentation", "masks"),
+    ("detection", "coco"),
+    ("instance_segmentation", "coco"),
+]
+# a pair the README has no command for trains with this (small images and model)
+SMALL = {
+    "classification": ["data.image_size=48", "data.batch_size=4"],
+    "semantic_segmentation": ["data.image_size=48", "data.batch_size=4"],
+}
+RESULT_KEYS = {
+    "classification": ["val/acc", "test/acc"],
+    "semantic_segmentation": ["val/mIoU", "test/mIoU", "test/per_class_iou"],
+    "detection": ["val/map", "test/map", "test/map_50", "test/detections"],
+    "instance_segmentation": ["val/segm_map", "test/segm_map", "test/bbox_map", "test/detections"],
+}
+DETECTION = ("detection", "instance_segmentation")
+STATS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+         "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")  # fmt: skip
+TIMEOUT = 600
+
+
+# -- the data, in each real format ---------------------------------------------------------------
+Obj = tuple[int, int, int, int, int, int]  # category id, x, y, w, h, iscrowd
+
+
+def scene(rng: np.random.Generator, index: int, split: str) -> tuple[Image.Image, list[Obj]]:
+    """A picture of coloured boxes on noise, in mode MODES[index % 4]; outside train, image 1 has
+    no objects and image 2 a crowd region along its bottom."""
+    w, h = (int(v) for v in rng.integers(48, 65, 2))
+    arr = rng.integers(90, 140, (h, w, 3), dtype=np.uint8)
+    objects: list[Obj] = []
+    count = 0 if split != "train" and index == 1 else int(rng.integers(1, 3))
+    for k in range(count):
+        cat = list(COLOURS)[(index + k) % 3]
+        bw, bh = (int(v) for v in rng.integers(14, 26, 2))
+        x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh - 10))
+        arr[y : y + bh, x : x + bw] = COLOURS[cat]
+        objects.append((cat, x, y, bw, bh, 0))
+    if split == "train" or index == 2:
+        arr[h - 8 :, :] = COLOURS[7]
+        objects.append((7, 0, h - 8, w, 8, 1))
+    image = Image.fromarray(arr)
+    mode = MODES[index % len(MODES)]
+    return (image.convert(mode, palette=Image.ADAPTIVE) if mode == "P" else image.convert(mode)), objects  # fmt: skip
+
+
+def save(image: Image.Image, folder: Path, stem: str, jpeg: bool) -> str:
+    """PNG, or JPEG where the mode allows and ``jpeg``; returns the file name."""
+    name = f"{stem}.jpg" if jpeg and image.mode in ("RGB", "L") else f"{stem}.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / name)
+    return name
+
+
+def write_coco(root: Path) -> Path:
+    """``root/{split}/*`` + ``root/annotations/instances_{split}.json`` (crowd regions as RLE)."""
+    from pycocotools import mask as mask_utils
+
+    cats = [{"id": i, "name": n} for i, n in CATEGORIES.items()]
+    for s, (split, n) in enumerate(COUNTS.items()):
+        rng = np.random.default_rng(10 + s)
+        images, anns = [], []
+        for i in range(n):
+            image, objects = scene(rng, i, split)
+            image_id = 1000 * (s + 1) + 7 * i + 3
+            name = save(image, root / split, f"{split}{i}", jpeg=i % 2 == 0)
+            images.append({"id": image_id, "file_name": name, "width": image.width, "height": image.height})  # fmt: skip
+            for cat, x, y, bw, bh, crowd in objects:
+                ann = {"id": 50 + 3 * len(anns), "image_id": image_id, "category_id": cat,
+                       "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": crowd}  # fmt: skip
+                if crowd:
+                    m = np.zeros((image.height, image.width), np.uint8)
+                    m[y : y + bh, x : x + bw] = 1
+                    rle = mask_utils.encode(np.asfortranarray(m))
+                    ann["segmentation"] = {**rle, "counts": rle["counts"].decode("ascii")}
+                else:
+                    ann["segmentation"] = [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
+                anns.append(ann)
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        data = {"images": images, "annotations": anns, "categories": cats}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root
+
+
+def write_masks(root: Path) -> Path:
+    """``root/images/{split}/*``, ``root/masks/{split}/*.png`` (pixel = category id, crowd = 255)."""
+    (root / "classes.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.yaml").write_text("0: background\n" + "".join(f"{i}: {n}\n" for i, n in sorted(CATEGORIES.items())))  # fmt: skip
+    for s, (split, n) in enumerate(COUNTS.items()):
+        rng = np.random.default_rng(20 + s)
+        for i in range(n):
+            image, objects = scene(rng, i, split)
+            name = save(image, root / "images" / split, f"{split}{i}", jpeg=i % 2 == 0)
+            mask = np.zeros((image.height, image.width), np.uint8)
+            for cat, x, y, bw, bh, crowd in objects:
+                mask[y : y + bh, x : x + bw] = 255 if crowd else cat
+            (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(root / "masks" / split / f"{Path(name).stem}.png")
+    return root
+
+
+def write_imagefolder(root: Path) -> Path:
+    """``root/{split}/<class name>/*``: one box of the class's colour per picture."""
+    for s, split in enumerate(COUNTS):
+        rng = np.random.default_rng(30 + s)
+        for c, (cat, name) in enumerate(sorted(CATEGORIES.items())):
+            for i in range(3 if split == "train" else 2):
+                w, h = (int(v) for v in rng.integers(40, 72, 2))
+                arr = rng.integers(90, 140, (h, w, 3), dtype=np.uint8)
+                arr[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = COLOURS[cat]
+                mode = MODES[(c + i) % len(MODES)]
+                image = Image.fromarray(arr)
+                image = image.convert(mode, palette=Image.ADAPTIVE) if mode == "P" else image.convert(mode)  # fmt: skip
+                save(image, root / split / name, f"{i}", jpeg=i % 2 == 0)
+    return root
+
+
+# pictures for `predict`: stem -> (mode, width, height)
+INPUTS = {"gray": ("L", 37, 53), "rgba": ("RGBA", 70, 31), "palette": ("P", 50, 50), "photo": ("RGB", 64, 48)}  # fmt: skip
+
+
+def write_inputs(folder: Path) -> Path:
+    """INPUTS as files (the RGB one a JPEG)."""
+    rng = np.random.default_rng(40)
+    for stem, (mode, w, h) in INPUTS.items():
+        image = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        image = image.convert(mode, palette=Image.ADAPTIVE) if mode == "P" else image.convert(mode)
+        save(image, folder, stem, jpeg=mode == "RGB")
+    return folder
+
+
+WRITERS = {"coco": write_coco, "masks": write_masks, "imagefolder": write_imagefolder}
+
+
+# -- the README's own-data commands --------------------------------------------------------------
+def readme_commands() -> list[str]:
+    """The commands of the fenced bash block of README.md's "## Your own data" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README's own-data section has no ```bash block"
+    lines = block.group(1).replace("\\\n", " ").splitlines()
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def pair_of(command: str) -> tuple[str, str]:
+    """(task, data) a command trains, from its ``task=`` / ``data=`` overrides (else defaults)."""
+    words = dict(w.split("=", 1) for w in shlex.split(command) if "=" in w)
+    return words.get("task", "classification"), words.get("data", "shapes")
+
+
+README = {pair_of(c): c for c in readme_commands()}
+
+
+# -- one trained run per pair, then the other commands on its checkpoint ------------------------
+@dataclass
+class Chain:
+    """The commands of one (task, format) pair, each run once (module scope) and remembered."""
+
+    task: str
+    fmt: str
+    base: Path
+    data_dir: Path
+    roots: dict[str, Path]
+    done: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, step: str, *args: str) -> Path:
+        """``python -m visionkit ARGS`` in its own folder ``base/step``, once: a failure is
+        remembered and raised again to the later tests that need the step."""
+        if isinstance(self.done.get(step), AssertionError):
+            raise self.done[step]
+        cwd = self.base / step
+        cwd.mkdir(parents=True, exist_ok=True)
+        try:
+            run_cli(*args, cwd=cwd, data_dir=self.data_dir, timeout=TIMEOUT, check=True)
+        except AssertionError as exc:
+            self.done[step] = exc
+            raise
+        return cwd
+
+    def root(self) -> Path | None:
+        if self.fmt not in WRITERS:
+            return None
+        if self.fmt not in self.roots:
+            self.roots[self.fmt] = WRITERS[self.fmt](self.base.parent / "data" / self.fmt)
+        return self.roots[self.fmt]
+
+    def train_args(self) -> list[str]:
+        """The README's command (placeholder root replaced) or a small one, + FAST."""
+        root = self.root()
+        if (self.task, self.fmt) in README:
+            command = README[(self.task, self.fmt)]
+            for placeholder in PLACEHOLDERS:
+                command = command.replace(placeholder, str(root))
+            words = shlex.split(command)
+            assert words[:3] == ["python", "-m", "visionkit"], command
+            return [*words[3:], *FAST]
+        return [f"task={self.task}", f"data={self.fmt}", f"data.root={root}", *SMALL[self.task],
+                "model.backbone.channels=[8,8,16,16]", *FAST]  # fmt: skip
+
+    def data_args(self) -> list[str]:
+        """The data overrides of the training command (what the other commands are given)."""
+        return [w for w in self.train_args() if w.startswith("data")]
+
+    def train(self) -> Path:
+        """The run directory of the training command."""
+        if not isinstance(self.done.get("train"), Path):
+            cwd = self.run("train", *self.train_args())
+            runs = sorted(cwd.glob("outputs/*/*/results.json"))
+            assert len(runs) == 1, runs
+            self.done["train"] = runs[0].parent
+        return self.done["train"]
+
+    def ckpt(self) -> Path:
+        return self.train() / "checkpoints" / "best.ckpt"
+
+    def step(self, name: str, *args: str) -> Path:
+        if not isinstance(self.done.get(name), Path):
+            self.done[name] = self.run(name, *args, "hydra.run.dir=out") / "out"
+        return self.done[name]
+
+    def test(self) -> Path:
+        # every test image, so that the numbers can be checked against pycocotools
+        return self.step("test", "test", f"ckpt_path={self.ckpt()}", *self.data_args(), *FAST, "trainer.limit_test_batches=1.0")  # fmt: skip
+
+    def predict(self) -> Path:
+        return self.step("predict", "predict", f"ckpt_path={self.ckpt()}", f"input={self.inputs()}", *self.data_args(), "trainer.accelerator=cpu")  # fmt: skip
+
+    def browse(self) -> Path:
+        return self.step("browse", "browse", f"task={self.task}", *self.data_args(), "data.num_workers=0", "split=train", "n=4")  # fmt: skip
+
+    def inputs(self) -> Path:
+        folder = self.base.parent / "inputs"
+        if not folder.is_dir():
+            write_inputs(folder)
+        return folder
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[tuple[str, str], Chain]:  # fmt: skip
+    base = tmp_path_factory.mktemp("own_data")
+    roots: dict[str, Path] = {}
+    return {(t, f): Chain(t, f, base / f"{t}-{f}", data_dir, roots) for t, f in PAIRS}
+
+
+def pairs(tasks: tuple[str, ...] | None = None, fmts: tuple[str, ...] | None = None) -> list[Any]:
+    """PAIRS as params, each in its own xdist group (one worker runs a pair's chain)."""
+    return [
+        pytest.param((t, f), id=f"{t}-{f}", marks=pytest.mark.xdist_group(f"own_data-{t}-{f}"))
+        for t, f in PAIRS
+        if (tasks is None or t in tasks) and (fmts is None or f in fmts)
+    ]
+
+
+def label_ids(fmt: str) -> set[int]:
+    """The category ids a format's predictions must carry."""
+    return {"coco": set(CATEGORIES), "masks": {0, *CATEGORIES}, "imagefolder": {0, 1, 2}}.get(fmt, set(range(10)))  # fmt: skip
+
+
+def assert_in_original_pixels(dets: list[dict], sizes: dict[int, tuple[int, int]]) -> None:
+    """Boxes (and RLE masks) of each detection lie in its image's own pixels, whatever size the
+    detector resized it to (data.image_size)."""
+    assert {d["image_id"] for d in dets} <= set(sizes)
+    for d in dets:
+        w, h = sizes[d["image_id"]]
+        x, y, bw, bh = d["bbox"]
+        assert min(x, y) >= -0.01 and x + bw <= w + 0.01 and y + bh <= h + 0.01, (d, w, h)
+        if "segmentation" in d:
+            assert d["segmentation"]["size"] == [h, w]
+
+
+# -- the tests ---------------------------------------------------------------------------------
+def test_readme_own_data_section_covers_every_format() -> None:
+    """The README's commands, read here and run below, are one per pair (instance seg. included)."""
+    assert set(README) == {
+        ("detection", "coco"),
+        ("instance_segmentation", "coco"),
+        ("classification", "imagefolder"),
+        ("semantic_segmentation", "masks"),
+        ("classification", "digits"),
+    }
+    assert set(README) <= set(PAIRS)
+    for command in README.values():
+        used = [p for p in PLACEHOLDERS if p in command]
+        assert len(used) == (0 if "data=digits" in command else 1), command
+
+
+@pytest.mark.parametrize("pair", pairs())
+def test_train(chains: dict, pair: tuple[str, str]) -> None:
+    """Train (the README's command where it has one): results.json, best and last checkpoints."""
+    chain = chains[pair]
+    run = chain.train()
+    results = json.loads((run / "results.json").read_text())
+    for key in RESULT_KEYS[chain.task]:
+        assert key in results, (key, sorted(results))
+    assert Path(results["best_checkpoint"]) == chain.ckpt() and chain.ckpt().is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    config = (run / "config.yaml").read_text()
+    assert f"name: {chain.fmt}" in config and f"name: {chain.task}" in config
+
+
+@pytest.mark.parametrize("pair", pairs())
+def test_test(chains: dict, pair: tuple[str, str]) -> None:
+    """`test ckpt_path=...` on the same data: results.json with the task's test keys."""
+    chain = chains[pair]
+    out = chain.test()
+    results = json.loads((out / "results.json").read_text())
+    assert results["checkpoint"] == str(chain.ckpt())
+    for key in [k for k in RESULT_KEYS[chain.task] if k.startswith("test/")]:
+        assert key in results, (key, sorted(results))
+    if chain.task in DETECTION:
+        gt = json.loads((chain.root() / "annotations" / "instances_test.json").read_text())
+        dets = json.loads((out / "detections.json").read_text())
+        assert Path(results["test/detections"]) == out / "detections.json"
+        assert results["test/evaluated_all_images"] is True
+        assert dets and {d["category_id"] for d in dets} <= set(CATEGORIES)
+        sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
+        assert_in_original_pixels(dets, sizes)
+
+
+@pytest.mark.parametrize("pair", pairs(DETECTION))
+def test_coco_map_equals_pycocotools_on_detections_json(chains: dict, pair: tuple[str, str]) -> None:  # fmt: skip
+    """The test mAP in results.json = pycocotools' COCOeval on (instances_test.json, detections.json),
+    on data with non-contiguous ids, crowd regions, an empty image and L / RGBA / P pictures."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    chain = chains[pair]
+    out = chain.test()
+    results = json.loads((out / "results.json").read_text())
+    gt_file = chain.root() / "annotations" / "instances_test.json"
+    iou_types = ["bbox", "segm"] if chain.task == "instance_segmentation" else ["bbox"]
+    for iou_type in iou_types:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(gt_file))
+            ev = COCOeval(coco, coco.loadRes(str(out / "detections.json")), iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        prefix = f"{iou_type}_" if len(iou_types) > 1 else ""
+        got = [results[f"test/{prefix}{name}"] for name in STATS]
+        assert got == pytest.approx([float(v) for v in ev.stats], abs=1e-4), iou_type
+        assert max(ev.stats) > 0, ev.stats  # not an agreement of zeros
+
+
+@pytest.mark.parametrize("pair", pairs())
+def test_predict(chains: dict, pair: tuple[str, str]) -> None:
+    """`predict ckpt_path=... input=<folder>`: one picture per input at its size, and the task's
+    files in the dataset's ids."""
+    chain = chains[pair]
+    out = chain.predict()
+    sizes = {stem: (w, h) for stem, (_, w, h) in INPUTS.items()}
+    for stem, size in sizes.items():
+        with Image.open(out / "predictions" / f"{stem}.png") as picture:
+            assert (picture.mode, picture.size) == ("RGB", size), stem
+    if chain.task in DETECTION:
+        dets = json.loads((out / "detections.json").read_text())
+        assert {d["category_id"] for d in dets} <= set(CATEGORIES)
+        images = json.loads((out / "images.json").read_text())
+        assert sorted(Path(im["file_name"]).stem for im in images) == sorted(sizes)
+        assert_in_original_pixels(dets, {im["id"]: (im["width"], im["height"]) for im in images})
+    elif chain.task == "semantic_segmentation":
+        for stem, size in sizes.items():
+            with Image.open(out / "predictions" / f"{stem}_labels.png") as labels:
+                assert labels.size == size
+    else:
+        predictions = json.loads((out / "predictions.json").read_text())
+        assert len(predictions) == len(sizes)
+        assert {p["category_id"] for p in predictions} <= label_ids(chain.fmt)
+
+
+@pytest.mark.parametrize("pair", pairs())
+def test_browse(chains: dict, pair: tuple[str, str]) -> None:
+    """`browse`: a PNG grid of augmented training samples of the user's data."""
+    out = chains[pair].browse()
+    picture = out / "browse_train.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(picture) as grid:
+        assert grid.width >= 2 * 128 and grid.height >= 2 * 128
+
+
+def test_unknown_data_key_is_one_error_line(cli: Any, tmp_path: Path) -> None:
+    """A key the format does not take ends with one line naming it, the format and what it takes."""
+    proc = cli("task=detection", "data=coco", f"data.root={tmp_path}", "+data.max_objects=3", *FAST)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: data format 'coco' takes no key(s) data.max_objects; it accepts: "
+    )
+    assert "annotations, batch_size," in last
