@@ -400,7 +400,7 @@ def test_predict(chains: dict, pair: tuple[str, str]) -> None:
         assert_in_original_pixels(dets, {im["id"]: (im["width"], im["height"]) for im in images})
     elif chain.task == "semantic_segmentation":
         for stem, size in sizes.items():
-            with Image.open(out / "predictions" / f"{stem}_labels.png") as labels:
+            with Image.open(out / "labels" / f"{stem}.png") as labels:
                 assert labels.size == size
     else:
         predictions = json.loads((out / "predictions.json").read_text())
