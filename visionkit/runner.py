@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from visionkit.errors import ConfigError
+from visionkit.files import atomic_open
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -118,7 +119,8 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     path = out / "results.json"
     existing = json.loads(path.read_text()) if path.exists() else {}
     existing.update(results)
-    path.write_text(json.dumps(existing, indent=2, sort_keys=True, default=str) + "\n")
+    with atomic_open(path) as file:  # a crash leaves the previous results.json, never half of one
+        file.write(json.dumps(existing, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 

@@ -69,7 +69,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 labels.append({"file_name": str(path), **extra})
     summary: dict[str, Any] = {"images": len(files), "pictures": pictures}
     if task.task_name in ("detection", "instance_segmentation"):
-        (out / "detections.json").write_text(json.dumps(records))
+        from visionkit.evaluation.coco import write_results
+
+        write_results(out / "detections.json", records)  # atomic, like test's detections.json
         (out / "images.json").write_text(json.dumps(images, indent=1))
         summary["detections"] = str(out / "detections.json")
     elif task.task_name == "classification":
