@@ -38,7 +38,7 @@ _EXPORTS = {
     "MultiScaleRoIAlign": "visionkit.layers.roi_align",
     "WarmupCosineLR": "visionkit.schedulers",
     "CSVLogger": "visionkit.loggers",
-    "ModelCheckpoint": "visionkit.callbacks.resume",
+    "ModelCheckpoint": "visionkit.callbacks.resuming",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -90,12 +90,12 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any] | None = None) -> pl.Tra
     """``pl.Trainer(**cfg.trainer)`` with the configured loggers and callbacks.
 
     Every trainer also gets what makes a resume exact (per-epoch seeding, purge of the abandoned
-    timeline's rows, see ``visionkit.callbacks.resume``) and atomic checkpoint writing.
+    timeline's rows, see ``visionkit.callbacks.resuming``) and atomic checkpoint writing.
     """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from visionkit.callbacks.resume import AtomicCheckpointIO, EpochSeed, PurgeAbandonedRows
+    from visionkit.callbacks.resuming import AtomicCheckpointIO, EpochSeed, PurgeAbandonedRows
 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -10,7 +10,7 @@ run resumed from a checkpoint starts a fresh generator and replays epoch 0's ord
   the first batch rather than at ``iter()``. Lightning calls ``iter()`` on the first epoch's
   loader before ``set_epoch`` and ``on_train_epoch_start``, so with ``num_workers > 0`` a plain
   DataLoader would take that epoch's order and worker seeds from the state before them;
-* ``visionkit.callbacks.resume.EpochSeed`` reseeds the loader's generator (worker seeds) and the
+* ``visionkit.callbacks.resuming.EpochSeed`` reseeds the loader's generator (worker seeds) and the
   global RNGs at the start of every training epoch.
 """
 

@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from visionkit.callbacks.resume import AtomicCheckpointIO, ModelCheckpoint
+from visionkit.callbacks.resuming import AtomicCheckpointIO, ModelCheckpoint
 
 
 def test_checkpoint_io_replaces_the_file_whole_or_not_at_all(tmp_path: Path) -> None:
