@@ -45,3 +45,13 @@ def test_a_fresh_directory_behaves_like_lightning(tmp_path: Path) -> None:
     logger.save()
     assert logger.purge_from(0) == 1
     assert rows(tmp_path / "metrics.csv") == []
+
+
+def test_a_kill_while_opening_loses_no_rows(tmp_path: Path) -> None:
+    """The file is moved aside (renamed) while Lightning's writer opens: a kill then leaves it there."""
+    (tmp_path / ".metrics.csv.resume").write_text("epoch,step,train/loss\n0,0,1.5\n0,1,1.25\n")
+    logger = CSVLogger(save_dir=tmp_path, name="", version="")
+    logger.log_metrics({"train/loss": 1.0}, step=2)
+    logger.save()
+    assert [r["train/loss"] for r in rows(tmp_path / "metrics.csv")] == ["1.5", "1.25", "1.0"]
+    assert not (tmp_path / ".metrics.csv.resume").exists()

@@ -15,8 +15,7 @@ import warnings
 from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from visionkit.files import atomic_open
 
@@ -35,16 +34,24 @@ class CSVLogger(LightningCSVLogger):
     @property
     def experiment(self) -> Any:
         """Lightning's writer, opened over the rows already in ``metrics.csv`` (rank zero)."""
-        if self._opened:
+        if self._opened or rank_zero_only.rank != 0:
             return super().experiment
         self._opened = True
-        header, rows = read_rows(self.metrics_file)
-        with warnings.catch_warnings():  # "... will be deleted": not the rows written back here
-            warnings.filterwarnings("ignore", message="Experiment logs directory .* not empty")
-            writer = super().experiment  # deletes metrics.csv
-        if header and isinstance(writer, ExperimentWriter):  # rank zero
-            write_rows(self.metrics_file, header, rows)
-            writer.metrics_keys = sorted(header)
+        path, aside = self.metrics_file, os.path.join(self.log_dir, ".metrics.csv.resume")
+        if os.path.isfile(aside) and not os.path.isfile(path):  # killed while opening last time
+            os.replace(aside, path)
+        header, _ = read_rows(path)
+        if header:  # out of reach of Lightning's writer, which deletes it; renames are atomic
+            os.replace(path, aside)
+        try:
+            with warnings.catch_warnings():  # "... will be deleted": not this file
+                warnings.filterwarnings("ignore", message="Experiment logs directory .* not empty")
+                writer = super().experiment
+        finally:
+            if header:
+                os.replace(aside, path)
+        if header:
+            writer.metrics_keys = sorted(header)  # the writer appends under the existing header
         return writer
 
     def purge_from(self, step: int) -> int:
