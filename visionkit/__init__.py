@@ -37,6 +37,8 @@ _EXPORTS = {
     "roi_align": "visionkit.layers.roi_align",
     "MultiScaleRoIAlign": "visionkit.layers.roi_align",
     "WarmupCosineLR": "visionkit.schedulers",
+    "CSVLogger": "visionkit.loggers",
+    "ModelCheckpoint": "visionkit.callbacks.resuming",
 }
 
 __all__ = sorted(_EXPORTS)

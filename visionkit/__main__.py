@@ -86,9 +86,37 @@ def main(argv: Sequence[str] | None = None) -> Any:
             _fail(f"unknown command '{command}'.{hint} Commands: {', '.join(COMMANDS)}")
     target, config_name = COMMANDS[command]
     os.environ[COMMAND_ENV] = command
+    if command == "train":
+        args = resume_in_place(args)
     if config_name is None:
         return _user_errors_to_exit(_load(target))(args)
     return run_hydra_app(_load_lazily(target), config_name, args, prog=f"visionkit {command}")
+
+
+def resume_in_place(args: list[str]) -> list[str]:
+    """``train ckpt_path=<run>/checkpoints/last.ckpt`` continues in ``<run>``: adds that run dir.
+
+    ``<run>`` is the checkpoint's folder or its parent, whichever holds the run's ``config.yaml``.
+    An explicit ``hydra.run.dir=...`` (the way to resume elsewhere), a multirun, or a checkpoint
+    outside a visionkit run directory leave the arguments as they are (a new run directory).
+    """
+    values = {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq:
+            values[key.lstrip("+~")] = value.strip("'\"")
+    ckpt = values.get("ckpt_path")
+    if not ckpt or ckpt == "null" or "hydra.run.dir" in values:
+        return args
+    if any(arg in ("-m", "--multirun") for arg in args):
+        return args
+    from pathlib import Path
+
+    for folder in list(Path(ckpt).expanduser().absolute().parents)[:2]:
+        if (folder / "config.yaml").is_file():
+            quoted = str(folder).replace('"', '\\"')
+            return [*args, f'hydra.run.dir="{quoted}"']
+    return args
 
 
 def _load_lazily(target: str) -> Callable[[Any], Any]:

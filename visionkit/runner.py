@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from visionkit.errors import ConfigError
+from visionkit.files import atomic_open
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -86,16 +87,25 @@ def build_callbacks(cfg: DictConfig) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any] | None = None) -> pl.Trainer:
-    """``pl.Trainer(**cfg.trainer)`` with the configured loggers and callbacks."""
+    """``pl.Trainer(**cfg.trainer)`` with the configured loggers and callbacks.
+
+    Every trainer also gets what makes a resume exact (per-epoch seeding, purge of the abandoned
+    timeline's rows, see ``visionkit.callbacks.resuming``) and atomic checkpoint writing.
+    """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from visionkit.callbacks.resuming import AtomicCheckpointIO, EpochSeed, PurgeAbandonedRows
+
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    callbacks = build_callbacks(cfg) if callbacks is None else list(callbacks)
+    plugins = kwargs.pop("plugins", None) or []
     return pl.Trainer(
         **kwargs,
         logger=loggers or False,
-        callbacks=build_callbacks(cfg) if callbacks is None else callbacks,
+        callbacks=[*callbacks, EpochSeed(cfg.seed), PurgeAbandonedRows()],
+        plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
         default_root_dir=cfg.paths.output_dir,
     )
 
@@ -118,7 +128,8 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     path = out / "results.json"
     existing = json.loads(path.read_text()) if path.exists() else {}
     existing.update(results)
-    path.write_text(json.dumps(existing, indent=2, sort_keys=True, default=str) + "\n")
+    with atomic_open(path) as file:  # a crash leaves the previous results.json, never half of one
+        file.write(json.dumps(existing, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 

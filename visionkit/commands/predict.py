@@ -117,7 +117,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (out / "images.json").write_text(json.dumps(images, indent=1))
     summary: dict[str, Any] = {"images": len(files), "pictures": pictures, "index": str(out / "images.json")}  # fmt: skip
     if task.task_name in ("detection", "instance_segmentation"):
-        (out / "detections.json").write_text(json.dumps(records))
+        from visionkit.evaluation.coco import write_results
+
+        write_results(out / "detections.json", records)  # atomic, like test's detections.json
         summary["detections"] = str(out / "detections.json")
     elif task.task_name == "classification":
         (out / "predictions.json").write_text(json.dumps(labels, indent=1))

@@ -25,6 +25,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from visionkit.data.labels import LabelMap, multi_hot
+from visionkit.data.shuffling import EpochDataLoader, EpochRandomSampler
 from visionkit.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -277,17 +278,23 @@ class VisionDataModule(pl.LightningDataModule):
         return ds
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if train else None
-        return DataLoader(
-            self._dataset(split),
+        dataset = self._dataset(split)
+        shuffling: dict[str, Any] = {}
+        if train:
+            # epoch e's order and randomness are functions of (seed, e): a resumed run continues
+            # the uninterrupted run's epochs (visionkit.data.shuffling). No `shuffle=` keyword:
+            # Lightning reads `shuffle=False` as "not shuffled" when it swaps in a DistributedSampler.
+            shuffling["sampler"] = EpochRandomSampler(dataset, seed=self.seed)
+            shuffling["generator"] = torch.Generator().manual_seed(self.seed)
+        return (EpochDataLoader if train else DataLoader)(
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=self.collate(train),
             drop_last=self.drop_last and train,
-            generator=generator,
+            **shuffling,
         )
 
     def train_dataloader(self) -> DataLoader:

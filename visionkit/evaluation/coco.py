@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from visionkit.errors import ConfigError, DataError
+from visionkit.files import atomic_open
 
 BACKENDS = ("faster_coco_eval", "pycocotools")
 STAT_NAMES = (
@@ -142,8 +143,8 @@ def _copy(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_results(path: str | Path, results: list[dict[str, Any]]) -> Path:
-    """Write COCO results json; returns the path."""
+    """Write COCO results json atomically (never half a file after a crash); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results))
+    with atomic_open(path) as file:
+        file.write(json.dumps(results))
     return path

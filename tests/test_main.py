@@ -1,0 +1,68 @@
+"""``python -m visionkit`` dispatch: where a resumed training run writes (no subprocess needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import visionkit.__main__ as cli
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A visionkit run directory: config.yaml at the top, checkpoints/ below."""
+    run = tmp_path / "outputs" / "run 1"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 1\n")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    return run
+
+
+def test_train_resumes_in_the_checkpoints_run_directory(run_dir: Path) -> None:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    for key in ("ckpt_path", "+ckpt_path", "++ckpt_path"):
+        args = [f"{key}={ckpt}", "trainer.max_epochs=9"]
+        assert cli.resume_in_place(args) == [*args, f'hydra.run.dir="{run_dir}"']
+    # a checkpoint directly in the run directory
+    (run_dir / "best.ckpt").write_bytes(b"")
+    args = [f"ckpt_path='{run_dir / 'best.ckpt'}'"]
+    assert cli.resume_in_place(args)[-1] == f'hydra.run.dir="{run_dir}"'
+
+
+def test_relative_checkpoint_paths_resolve_from_the_working_directory(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(run_dir.parent)
+    args = ["ckpt_path=run 1/checkpoints/last.ckpt"]
+    assert cli.resume_in_place(args)[-1] == f'hydra.run.dir="{run_dir}"'
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["hydra.run.dir=elsewhere"], ["++hydra.run.dir=elsewhere"], ["-m", "seed=1,2"]],
+    ids=["run-dir", "run-dir-forced", "multirun"],
+)
+def test_an_explicit_run_directory_or_a_multirun_is_left_alone(run_dir: Path, extra) -> None:
+    args = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *extra]
+    assert cli.resume_in_place(args) == args
+
+
+def test_a_checkpoint_outside_a_run_directory_gets_a_new_run(tmp_path: Path) -> None:
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    for args in ([f"ckpt_path={tmp_path / 'model.ckpt'}"], ["ckpt_path=null"], ["seed=3"]):
+        assert cli.resume_in_place(args) == args
+
+
+@pytest.mark.parametrize("command", ["train", "test", "predict"])
+def test_only_train_writes_into_the_checkpoints_run(
+    command: str, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = {}
+    monkeypatch.setattr(cli, "run_hydra_app", lambda fn, config, args, prog: seen.update(args=args))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv(cli.COMMAND_ENV, raising=False)  # main() sets it: restored after
+    ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    cli.main([command, ckpt])
+    resumed = f'hydra.run.dir="{run_dir}"' in seen["args"]
+    assert resumed == (command == "train")
