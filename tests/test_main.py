@@ -66,3 +66,21 @@ def test_only_train_writes_into_the_checkpoints_run(
     cli.main([command, ckpt])
     resumed = f'hydra.run.dir="{run_dir}"' in seen["args"]
     assert resumed == (command == "train")
+
+
+def test_a_resume_restores_the_runs_overrides_and_the_given_ones_win(run_dir: Path) -> None:
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text(
+        "- task=detection\n- data=coco\n- data.root=/data/my coco\n- trainer.max_epochs=3\n"
+        "- +plugins.prefer.x=pkg\n- ckpt_path=old.ckpt\n- hydra.job.name=j\n"
+    )
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    args = [f"ckpt_path={ckpt}", "++trainer.max_epochs=5"]
+    assert cli.resume_in_place(args) == [
+        "task=detection",
+        "data=coco",
+        "data.root=/data/my coco",
+        "+plugins.prefer.x=pkg",
+        *args,
+        f'hydra.run.dir="{run_dir}"',
+    ]

@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 def resume_in_place(args: list[str]) -> list[str]:
-    """``train ckpt_path=<run>/checkpoints/last.ckpt`` continues in ``<run>``: adds that run dir.
+    """``train ckpt_path=<run>/checkpoints/last.ckpt`` continues in ``<run>``: adds that run dir,
+    and the run's own overrides before the given ones (so the given ones win).
 
     ``<run>`` is the checkpoint's folder or its parent, whichever holds the run's ``config.yaml``.
     An explicit ``hydra.run.dir=...`` (the way to resume elsewhere), a multirun, or a checkpoint
@@ -115,8 +116,25 @@ def resume_in_place(args: list[str]) -> list[str]:
     for folder in list(Path(ckpt).expanduser().absolute().parents)[:2]:
         if (folder / "config.yaml").is_file():
             quoted = str(folder).replace('"', '\\"')
-            return [*args, f'hydra.run.dir="{quoted}"']
+            return [*saved_overrides(folder, set(values)), *args, f'hydra.run.dir="{quoted}"']
     return args
+
+
+def saved_overrides(run: Any, given: set[str]) -> list[str]:
+    """The overrides the run in ``run`` was started with (``.hydra/overrides.yaml``), except the
+    keys given again now (``given``), ``ckpt_path`` and ``hydra.*``: a resume needs only the path."""
+    import yaml
+
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    saved = yaml.safe_load(path.read_text()) or []
+    kept = []
+    for override in saved:
+        key = str(override).partition("=")[0].lstrip("+~")
+        if key not in given and key != "ckpt_path" and not key.startswith("hydra."):
+            kept.append(str(override))
+    return kept
 
 
 def _load_lazily(target: str) -> Callable[[Any], Any]:
