@@ -238,8 +238,14 @@ def ensure_shapes(root: str | Path, spec: ShapesSpec) -> Path:
     final = root / spec.key
     if (final / "annotations").is_dir():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.tmp-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.tmp-", dir=root))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the generated dataset under data.root {root}: "
+            f"{exc.strerror or exc} ({exc.filename or root})"
+        ) from None
     try:
         for split in SPLITS:
             _generate_split(spec, split, tmp)
