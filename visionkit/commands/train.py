@@ -32,6 +32,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return results
     results.update(task.extra_results("val"))
+    results.update(runner.data_results(dm))
     report = getattr(trainer.lightning_module, "finetune_report", None)
     if report:  # the schedule followed (for `auto`: its choice and reason)
         results["finetune"] = report

@@ -34,7 +34,7 @@ from visionkit.data.transforms import (
     ToFloat,
     build_pipeline,
 )
-from visionkit.data.validation import ON_BAD, VERIFY, BadDataReport
+from visionkit.data.validation import ON_BAD, VERIFY, BadDataReport, blocking_file
 from visionkit.errors import ConfigError
 
 TASK_NAMES = ("classification", "semantic_segmentation", "detection", "instance_segmentation")
@@ -180,11 +180,11 @@ class VisionDataModule(pl.LightningDataModule):
     def require_root(self) -> Path:
         """``root``, which a format that reads files needs as an existing folder (ConfigError)."""
         if not self.root.is_dir():
-            blocker = next((p for p in self.root.parents if p.exists()), None)
+            blocker = blocking_file(self.root)
             why = (
                 f"{blocker} is a file"
-                if blocker is not None and not blocker.is_dir()
-                else "it does not exist"
+                if blocker is not None
+                else ("it is a file" if self.root.exists() else "it does not exist")
             )
             raise ConfigError(
                 f"data format '{self.FORMAT}': data.root {self.root} is not a folder ({why})"

@@ -4,6 +4,7 @@ grayscale / RGBA / palette / 16-bit converted. Errors name the file.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,9 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         im = Image.open(path)
     except FileNotFoundError:
         raise DataError(f"missing image file: {path}") from None
-    except Image.DecompressionBombError as exc:
-        raise _too_large(path, f"is too large ({exc})") from None
+    except Image.DecompressionBombError as exc:  # PIL's own check, at twice the limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, f"has {found[1] if found else 'too many'} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if Path(path).is_file() and Path(path).stat().st_size == 0:
             raise DataError(f"empty image file: {path}") from None
@@ -82,7 +84,7 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and im.width * im.height > limit:
         im.close()
-        raise _too_large(path, f"has {im.width}x{im.height} = {im.width * im.height} pixels")
+        raise _too_large(path, f"has {im.width * im.height} pixels ({im.width}x{im.height})")
     return im
 
 

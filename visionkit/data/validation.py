@@ -97,6 +97,12 @@ class BadDataReport:
         }
 
 
+def blocking_file(path: Path) -> Path | None:
+    """The file (not folder) among ``path``'s ancestors that stops it being a folder, if any."""
+    existing = next((p for p in Path(path).parents if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def check_verify(verify: str) -> str:
     """``verify`` if it is a known level, else ConfigError naming the key."""
     if verify not in VERIFY:

@@ -242,9 +242,14 @@ def ensure_shapes(root: str | Path, spec: ShapesSpec) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.tmp-", dir=root))
     except OSError as exc:
+        from visionkit.data.validation import blocking_file
+
+        blocker = blocking_file(root)
+        if root.exists() and not root.is_dir():
+            blocker = root
+        why = f"{blocker} is a file" if blocker is not None else exc.strerror or str(exc)
         raise ConfigError(
-            f"cannot create the generated dataset under data.root {root}: "
-            f"{exc.strerror or exc} ({exc.filename or root})"
+            f"cannot create the generated dataset under data.root {root}: {why}"
         ) from None
     try:
         for split in SPLITS:
