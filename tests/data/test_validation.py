@@ -93,4 +93,20 @@ def test_parallel_checks_keep_the_order(tmp_path: Path) -> None:
     checks = list(check_image_files(paths, "full"))
     assert [c.path for c in checks] == paths
     assert [c.reason is not None for c in checks] == [i % 3 == 0 for i in range(12)]
-    assert list(parallel_map(lambda x: x * x, range(50))) == [x * x for x in range(50)]
+    assert list(parallel_map(lambda x: x * x, range(50), chunk=7)) == [x * x for x in range(50)]
+
+
+def test_work_is_taken_one_chunk_at_a_time() -> None:
+    """A consumer stopping at the first bad file (error mode) must not leave the whole dataset
+    queued behind it: items are pulled from the input one chunk at a time."""
+    pulled: list[int] = []
+
+    def source():
+        for i in range(10_000):
+            pulled.append(i)
+            yield i
+
+    results = parallel_map(lambda x: x, source(), chunk=16)
+    assert next(results) == 0
+    assert len(pulled) == 16
+    results.close()

@@ -4,6 +4,7 @@ count (``on_bad=skip``); nothing is dropped without being counted and reported.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import warnings
@@ -154,14 +155,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], chunk: int = 256) -> Iterator[R]:
     """``fn`` over ``items`` in a thread pool, results in input order (PIL decoding releases the
-    GIL); stopping early (an error at the first bad file) cancels what has not started."""
-    pool = ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2))
-    try:
-        yield from pool.map(fn, items)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    GIL). Work is submitted ``chunk`` items at a time, so a consumer that stops at the first bad
+    file (error mode) leaves at most one chunk running, not the whole dataset."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2)) as pool:
+        while batch := list(itertools.islice(iterator, chunk)):
+            yield from pool.map(fn, batch)
 
 
 def check_image_files(
