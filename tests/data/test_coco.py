@@ -159,10 +159,20 @@ def _break(case: str, root: Path, data: dict) -> tuple[dict, str, int, str]:
         return data, "unknown_category", 1, "annotation id 1 (image 0.png): unknown category id 99"
     if case == "box_partly_outside":
         anns[1]["bbox"] = [W - 2, 5, 20, 10]
-        return data, "box_outside_image", 1, "annotation id 2 (image 0.png): bbox [30, 5, 20, 10]"
+        return (
+            data,
+            "box_outside_image",
+            1,
+            "(image 0.png): bbox [30, 5, 20, 10] lies partly outside the 32x24 image",
+        )
     if case == "box_fully_outside":
         anns[1]["bbox"] = [W + 5, H + 5, 4, 4]
-        return data, "box_outside_image", 1, "annotation id 2 (image 0.png): bbox [37, 29, 4, 4]"
+        return (
+            data,
+            "box_outside_image",
+            1,
+            "(image 0.png): bbox [37, 29, 4, 4] lies outside the 32x24 image",
+        )
     if case == "zero_area_box":
         anns[3]["bbox"] = [4, 4, 0, 12]
         return data, "zero_area_box", 1, "annotation id 4 (image 1.png): bbox [4, 4, 0, 12]"

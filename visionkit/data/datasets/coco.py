@@ -246,10 +246,11 @@ def load_coco(
             continue
         t = BOX_TOLERANCE
         if x < -t or y < -t or x + w > rec.width + t or y + h > rec.height + t:
+            fully = x >= rec.width or y >= rec.height or x + w <= 0 or y + h <= 0
             report.problem(
                 "box_outside_image",
-                f"{where}: bbox {list(box)} lies (partly) outside the {rec.width}x{rec.height} "
-                "image",
+                f"{where}: bbox {list(box)} lies {'' if fully else 'partly '}outside the "
+                f"{rec.width}x{rec.height} image",
             )
             continue
         area, iscrowd = ann.get("area", w * h), ann.get("iscrowd", 0) or 0
