@@ -123,7 +123,7 @@ def _truncated_jpeg(path: Path) -> None:
 
 
 IMAGE_KINDS = {"missing_image", "empty_image", "unreadable_image", "image_size_mismatch",
-               "duplicate_image_id", "image_too_large"}  # fmt: skip
+               "duplicate_image_id", "image_too_large", "malformed_image_entry"}  # fmt: skip
 
 
 def _break(case: str, root: Path, data: dict) -> tuple[dict, str, int, str]:
@@ -200,6 +200,15 @@ def _break(case: str, root: Path, data: dict) -> tuple[dict, str, int, str]:
     if case == "duplicate_annotation_id":
         anns[3]["id"] = 1
         return data, "duplicate_annotation_id", 1, "annotation id 1 (image id 11) is used twice"
+    if case == "image_without_file_name":
+        del images[3]["file_name"]
+        return data, "malformed_image_entry", 1, "image entry without 'id' or 'file_name'"
+    if case == "width_not_a_number":
+        images[1]["width"] = "32"
+        return data, "malformed_image_entry", 1, "image id 11 (1.png): width/height '32'/24 are not"
+    if case == "annotation_without_id":
+        del anns[2]["id"]
+        return data, "malformed_annotation", 1, "annotation without an integer 'id'"
     raise AssertionError(case)
 
 
@@ -207,7 +216,8 @@ CASES = ["missing_image", "empty_image", "truncated_png", "truncated_jpeg", "not
          "size_mismatch", "duplicate_image_id", "unknown_category", "box_partly_outside",
          "box_fully_outside", "zero_area_box", "negative_box", "malformed_box", "empty_polygon",
          "malformed_polygon", "degenerate_polygon", "rle_wrong_size", "orphan_annotation",
-         "duplicate_annotation_id"]  # fmt: skip
+         "duplicate_annotation_id", "image_without_file_name", "width_not_a_number",
+         "annotation_without_id"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
