@@ -39,13 +39,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Turn a VisionkitError into one 'error: ...' line and exit code 2, not a traceback."""
-    from visionkit.errors import VisionkitError
+    from visionkit.errors import VisionkitError, user_message
 
     def task_function(cfg: Any) -> Any:
         try:
             return fn(cfg)
         except VisionkitError as exc:
-            _fail(str(exc))
+            _fail(user_message(exc))
         except FileNotFoundError as exc:
             _fail(f"file not found: {exc.filename or exc}")
 

@@ -33,6 +33,10 @@ def setup(cfg: DictConfig) -> Path:
     from visionkit.plugins import load_configured
 
     load_configured(cfg)
+    if cfg.get("trainer") is not None:
+        check_trainer_config(cfg.trainer)
+    if cfg.get("optimizer"):
+        check_optimizer_config(cfg.optimizer)
     # the run directory already holds Hydra's files when the CSV logger opens it: expected
     warnings.filterwarnings(
         "ignore", message="Experiment logs directory .* exists and is not empty"
@@ -41,6 +45,115 @@ def setup(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _type_matches(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a (simple) annotation; classes we cannot judge pass."""
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if origin is typing.Union:
+        return any(_type_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return not isinstance(value, bool | int | float | str | type(None))
+
+
+def _describe(hint: Any) -> str:
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, typing.Literal):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", None) or repr(hint)
+
+
+def check_trainer_config(trainer_cfg: DictConfig) -> None:
+    """Every ``trainer.*`` key is a pl.Trainer argument of the annotated type, so
+    ``trainer.max_epochs=abc`` stops here with the key named, not deep inside the fit loop."""
+    import difflib
+    import inspect
+    import typing
+
+    import pytorch_lightning as pl
+
+    params = inspect.signature(pl.Trainer.__init__).parameters
+    try:
+        hints = typing.get_type_hints(pl.Trainer.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: check names only
+        hints = {}
+    for key, value in OmegaConf.to_container(trainer_cfg, resolve=True).items():
+        if key not in params or key == "self":
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f"; did you mean trainer.{close[0]}?" if close else ""
+            raise ConfigError(f"trainer.{key} is not a pytorch_lightning.Trainer argument{hint}")
+        if key in hints and not _type_matches(value, hints[key]):
+            raise ConfigError(
+                f"trainer.{key}={value!r}: expected {_describe(hints[key])}, got "
+                f"{type(value).__name__}"
+            )
+
+
+# words of optimizer error messages -> the config key they are about
+_OPTIMIZER_KEY_WORDS = {"lr": ("learning rate",), "betas": ("beta",), "eps": ("epsilon",)}
+
+
+def check_optimizer_config(opt_cfg: DictConfig) -> None:
+    """Build the configured optimizer on one dummy parameter before any data is read or step
+    taken, so ``optimizer.lr=-1`` is one error naming the key (the task builds the real one)."""
+    import inspect
+
+    import torch
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    spec = OmegaConf.to_container(opt_cfg, resolve=True)
+    target = spec.get("_target_", "optimizer")
+    try:
+        factory = instantiate(opt_cfg)
+    except InstantiationException as exc:
+        raise ConfigError(f"optimizer._target_={target!r} cannot be built: {exc}") from None
+    keys = [k for k in spec if not k.startswith("_")]
+    try:
+        params = inspect.signature(getattr(factory, "func", factory)).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for key in keys:
+        default = params[key].default if key in params else None
+        number = isinstance(default, int | float) and not isinstance(default, bool)
+        if number and not (isinstance(spec[key], int | float) and not isinstance(spec[key], bool)):
+            raise ConfigError(f"optimizer.{key}={spec[key]!r} must be a number ({target})")
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        lower = text.lower()
+        named = [k for k in keys if k in lower or any(w in lower for w in _OPTIMIZER_KEY_WORDS.get(k, ()))]  # fmt: skip
+        where = f"optimizer.{named[0]}={spec[named[0]]!r}" if named else "optimizer config"
+        raise ConfigError(f"{where} is invalid for {target}: {text}") from None
+
+
+def data_results(dm: pl.LightningDataModule) -> dict[str, Any]:
+    """The datamodule's contribution to results.json (what setup skipped and why), if any."""
+    extra = getattr(dm, "extra_results", None)
+    return extra() if callable(extra) else {}
 
 
 def build_datamodule(cfg: DictConfig, task_name: str | None = None) -> pl.LightningDataModule:
@@ -98,16 +211,21 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any] | None = None) -> pl.Tra
     from visionkit.callbacks.resuming import AtomicCheckpointIO, EpochSeed, PurgeAbandonedRows
 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     callbacks = build_callbacks(cfg) if callbacks is None else list(callbacks)
     plugins = kwargs.pop("plugins", None) or []
-    return pl.Trainer(
-        **kwargs,
-        logger=loggers or False,
-        callbacks=[*callbacks, EpochSeed(cfg.seed), PurgeAbandonedRows()],
-        plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
-        default_root_dir=cfg.paths.output_dir,
-    )
+    try:
+        return pl.Trainer(
+            **kwargs,
+            logger=loggers or False,
+            callbacks=[*callbacks, EpochSeed(cfg.seed), PurgeAbandonedRows()],
+            plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
+            default_root_dir=cfg.paths.output_dir,
+        )
+    except (MisconfigurationException, ValueError, TypeError) as exc:  # values the types allow
+        raise ConfigError(f"trainer config (keys trainer.*): {exc}") from None
 
 
 def checkpoint_callback(trainer: pl.Trainer) -> Any:

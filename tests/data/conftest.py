@@ -15,6 +15,14 @@ TINY = {"image_size": 32, "num_train": 20, "num_val": 8, "num_test": 8, "num_wor
 TINY_MULTI = {**TINY, "image_size": 48, "max_objects": 3, "batch_size": 4}
 
 
+@pytest.fixture(autouse=True)
+def _restore_pixel_limit():
+    """data.max_image_pixels sets PIL's process-wide limit: undo it after each test."""
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = before
+
+
 @pytest.fixture(scope="session")
 def shapes_root(data_dir: Path) -> Path:
     return data_dir / "shapes"

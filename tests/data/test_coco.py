@@ -112,89 +112,186 @@ def test_agrees_with_pycocotools(coco_root) -> None:
     assert index.label_map.ids == [2, 7, 40] and index.label_map.names == ["cat", "bird", "dog"]
 
 
-def _break(case: str, root: Path, data: dict) -> tuple[dict, str, str]:
-    """Apply one bad-data case; returns (data, kind counted in skip mode, text the error names)."""
+def _truncated_jpeg(path: Path) -> None:
+    """A JPEG cut inside its pixel data: the header parses (PIL's verify passes), decoding fails."""
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(path, quality=95)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * 0.7)])
+    with Image.open(path) as im:
+        im.verify()  # the header alone looks fine
+
+
+IMAGE_KINDS = {"missing_image", "empty_image", "unreadable_image", "image_size_mismatch",
+               "duplicate_image_id", "image_too_large", "malformed_image_entry"}  # fmt: skip
+
+
+def _break(case: str, root: Path, data: dict) -> tuple[dict, str, int, str]:
+    """Apply one bad-data case; returns (data, kind counted in skip mode, its count, text the
+    error names)."""
     data = copy.deepcopy(data)
-    anns = data["annotations"]
+    anns, images = data["annotations"], data["images"]
     if case == "missing_image":
         (root / "train" / "1.png").unlink()
-        return data, "missing_image", "1.png"
-    if case == "truncated_image":
+        return data, "missing_image", 1, "missing image file: " + str(root / "train" / "1.png")
+    if case == "empty_image":
+        (root / "train" / "1.png").write_bytes(b"")
+        return data, "empty_image", 1, "image id 11: empty image file"
+    if case == "truncated_png":
         raw = (root / "train" / "2.png").read_bytes()
         (root / "train" / "2.png").write_bytes(raw[: len(raw) // 2])
-        return data, "unreadable_image", "2.png"
+        return data, "unreadable_image", 1, "image id 12: unreadable or truncated image"
+    if case == "truncated_jpeg":
+        _truncated_jpeg(root / "train" / "2.jpg")
+        images[2]["file_name"] = "2.jpg"
+        return data, "unreadable_image", 1, "2.jpg: image file is truncated"
     if case == "not_an_image":
         (root / "train" / "3.png").write_bytes(b"this is not a picture")
-        return data, "unreadable_image", "3.png"
+        return data, "unreadable_image", 1, "image id 13: unreadable image"
+    if case == "size_mismatch":
+        images[0]["width"] = 40
+        return data, "image_size_mismatch", 1, "0.png is 32x24 but the annotation file says 40x24"
+    if case == "duplicate_image_id":
+        images[3]["id"] = 12  # 3.png now claims 2.png's annotations: both are skipped
+        return data, "duplicate_image_id", 2, "image id 12 is used by 2 images (2.png, 3.png)"
     if case == "unknown_category":
         anns[0]["category_id"] = 99
-        return data, "unknown_category", "annotation id 1"
-    if case == "box_outside":
+        return data, "unknown_category", 1, "annotation id 1 (image 0.png): unknown category id 99"
+    if case == "box_partly_outside":
         anns[1]["bbox"] = [W - 2, 5, 20, 10]
-        return data, "box_outside_image", "annotation id 2"
+        return (
+            data,
+            "box_outside_image",
+            1,
+            "(image 0.png): bbox [30, 5, 20, 10] lies partly outside the 32x24 image",
+        )
+    if case == "box_fully_outside":
+        anns[1]["bbox"] = [W + 5, H + 5, 4, 4]
+        return (
+            data,
+            "box_outside_image",
+            1,
+            "(image 0.png): bbox [37, 29, 4, 4] lies outside the 32x24 image",
+        )
     if case == "zero_area_box":
         anns[3]["bbox"] = [4, 4, 0, 12]
-        return data, "zero_area_box", "annotation id 4"
+        return data, "zero_area_box", 1, "annotation id 4 (image 1.png): bbox [4, 4, 0, 12]"
+    if case == "negative_box":
+        anns[3]["bbox"] = [4, 4, 6, -2]
+        return data, "zero_area_box", 1, "annotation id 4 (image 1.png): bbox [4, 4, 6, -2]"
+    if case == "malformed_box":
+        anns[3]["bbox"] = [4, "4", 6, 2]
+        return data, "malformed_box", 1, "annotation id 4 (image 1.png): bbox"
     if case == "empty_polygon":
         anns[0]["segmentation"] = []
-        return data, "bad_segmentation", "annotation id 1"
+        return data, "bad_segmentation", 1, "annotation id 1 (image 0.png): empty segmentation"
     if case == "malformed_polygon":
         anns[4]["segmentation"] = [[20, 10, 31]]
-        return data, "bad_segmentation", "annotation id 5"
+        return data, "bad_segmentation", 1, "annotation id 5 (image 2.png): malformed polygon"
+    if case == "degenerate_polygon":
+        anns[4]["segmentation"] = [[20, 10, 25, 15, 30, 20]]  # three points on one line
+        return data, "bad_segmentation", 1, "annotation id 5 (image 2.png): degenerate polygon"
+    if case == "rle_wrong_size":
+        anns[1]["segmentation"]["size"] = [H + 1, W]
+        return data, "bad_segmentation", 1, "annotation id 2 (image 0.png): RLE size [25, 32]"
     if case == "orphan_annotation":
         anns[2]["image_id"] = 555
-        return data, "orphan_annotation", "annotation id 3"
+        return data, "orphan_annotation", 1, "annotation id 3: unknown image id 555"
+    if case == "duplicate_annotation_id":
+        anns[3]["id"] = 1
+        return data, "duplicate_annotation_id", 1, "annotation id 1 (image id 11) is used twice"
+    if case == "image_without_file_name":
+        del images[3]["file_name"]
+        return data, "malformed_image_entry", 1, "image entry without 'id' or 'file_name'"
+    if case == "width_not_a_number":
+        images[1]["width"] = "32"
+        return data, "malformed_image_entry", 1, "image id 11 (1.png): width/height '32'/24 are not"
+    if case == "annotation_without_id":
+        del anns[2]["id"]
+        return data, "malformed_annotation", 1, "annotation without an integer 'id'"
     raise AssertionError(case)
 
 
-CASES = ["missing_image", "truncated_image", "not_an_image", "unknown_category", "box_outside",
-         "zero_area_box", "empty_polygon", "malformed_polygon", "orphan_annotation"]  # fmt: skip
+CASES = ["missing_image", "empty_image", "truncated_png", "truncated_jpeg", "not_an_image",
+         "size_mismatch", "duplicate_image_id", "unknown_category", "box_partly_outside",
+         "box_fully_outside", "zero_area_box", "negative_box", "malformed_box", "empty_polygon",
+         "malformed_polygon", "degenerate_polygon", "rle_wrong_size", "orphan_annotation",
+         "duplicate_annotation_id", "image_without_file_name", "width_not_a_number",
+         "annotation_without_id"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_data_error_names_file_and_skip_counts(case: str, coco_root) -> None:
     root, data = coco_root
-    data, kind, where = _break(case, root, data)
+    data, kind, count, where = _break(case, root, data)
     ann_file = _write(root, data)
     with pytest.raises(DataError) as err:
-        load_coco(
-            ann_file, root / "train", BadDataReport("error"), "instance_segmentation", "header"
-        )
-    assert where in str(err.value) and "on_bad=skip" in str(err.value)
+        load_coco(ann_file, root / "train", BadDataReport("error"), "instance_segmentation", "full")
+    assert str(err.value).startswith(str(root)) and "on_bad=skip" in str(err.value)
+    assert where in str(err.value)
     report = BadDataReport("skip")
-    with pytest.warns(BadDataWarning):
-        index = load_coco(ann_file, root / "train", report, "instance_segmentation", "header")
-    assert report.skipped[kind] == 1
+    with pytest.warns(BadDataWarning) as caught:
+        index = load_coco(ann_file, root / "train", report, "instance_segmentation", "full")
+    assert report.skipped[kind] == count
+    warned = [str(w.message) for w in caught if w.category is BadDataWarning]
+    problems = {k for k in report.skipped if k != "annotation_of_skipped_image"}
+    assert len(warned) == len(problems)  # once per kind, not once per item
+    assert all(any(f"({k})" in w for w in warned) for k in problems)
     n_anns = sum(len(r.anns) for r in index.records)
-    skipped_images = report.skipped["missing_image"] + report.skipped["unreadable_image"]
-    dropped_anns = report.total_skipped - skipped_images
-    assert n_anns == len(data["annotations"]) - dropped_anns
-    with pytest.warns(BadDataWarning, match=kind):
-        report.finish()
+    n_images = len(index.records)
+    skipped_images = sum(v for k, v in report.skipped.items() if k in IMAGE_KINDS)
+    assert n_images == len(data["images"]) - skipped_images
+    assert n_anns == len(data["annotations"]) - (report.total_skipped - skipped_images)
+    assert report.to_dict()["skipped"] == dict(sorted(report.skipped.items()))
 
 
-def test_truncated_jpeg_found_by_full_verification(coco_root) -> None:
+def test_truncated_jpeg_passes_header_check_and_fails_full(coco_root) -> None:
     root, data = coco_root
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(root / "train" / "j.jpg")
-    raw = (root / "train" / "j.jpg").read_bytes()
-    (root / "train" / "j.jpg").write_bytes(raw[: len(raw) // 2])
+    _truncated_jpeg(root / "train" / "j.jpg")
     data["images"].append({"id": 99, "file_name": "j.jpg", "width": W, "height": H})
     ann_file = _write(root, data)
-    with pytest.raises(DataError, match=r"j\.jpg"):
+    index = load_coco(ann_file, root / "train", BadDataReport("error"), "detection", "header")
+    assert 99 in [r.id for r in index.records]  # header mode misses it ...
+    with pytest.raises(DataError, match=r"image id 99: .*j\.jpg: image file is truncated"):
         load_coco(ann_file, root / "train", BadDataReport("error"), "detection", "full")
-    with pytest.raises(DataError, match=r"j\.jpg"):
+    with pytest.raises(DataError, match=r"j\.jpg"):  # ... and the loader finds it
         load_image(root / "train" / "j.jpg")
 
 
-def test_malformed_json_names_the_file(tmp_path: Path) -> None:
+def test_image_above_the_pixel_limit_names_the_key(coco_root) -> None:
+    root, data = coco_root
+    ann_file = _write(root, data)
+    report = BadDataReport("error")
+    with pytest.raises(DataError, match=r"0\.png has 768 pixels \(32x24\).*data\.max_image_pixels"):
+        load_coco(ann_file, root / "train", report, "detection", "header", max_pixels=700)
+    with pytest.raises(DataError, match=r"data\.max_image_pixels"):  # PIL's own error at 2x
+        load_image(root / "train" / "0.png", max_pixels=300)
+    assert len(load_coco(ann_file, root / "train", report, "detection", "full", 768).records) == 4
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "annotation file not found"),
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        (json.dumps({"images": []}), "missing or invalid 'annotations' list"),
+        (json.dumps({"images": [], "annotations": [], "categories": []}), "'categories' is empty"),
+        (json.dumps({"images": [], "annotations": [], "categories": [{"id": 1}]}),
+         "category without 'id' or 'name'"),
+        (json.dumps({"images": [], "annotations": [],
+                     "categories": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}),
+         "category id 1 is listed twice"),
+    ],
+)  # fmt: skip
+def test_malformed_json_names_the_file(tmp_path: Path, content: str | None, message: str) -> None:
     bad = tmp_path / "a.json"
-    bad.write_text("{not json")
-    with pytest.raises(DataError, match=r"a\.json"):
-        load_coco(bad, tmp_path, BadDataReport("error"))
-    bad.write_text(json.dumps({"images": []}))
-    with pytest.raises(DataError, match="annotations"):
-        load_coco(bad, tmp_path, BadDataReport("error"))
+    if content is not None:
+        bad.write_text(content)
+    for on_bad in ("error", "skip"):  # a broken file cannot be skipped around
+        with pytest.raises(DataError) as err:
+            load_coco(bad, tmp_path, BadDataReport(on_bad))
+        assert str(bad) in str(err.value) and message in str(err.value)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "LA", "1", "CMYK"])

@@ -24,6 +24,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return {}
     results = runner.scalar_metrics(tested[0] if tested else {})
     results.update(task.extra_results("test"))
+    results.update(runner.data_results(dm))
     results["checkpoint"] = str(cfg.ckpt_path)
     results["figures"] = task.save_figures("test", str(out))
     path = runner.write_results(out, results)

@@ -50,6 +50,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             results.update(trainer.lightning_module.extra_results("test"))
     if not trainer.is_global_zero:
         return results
+    results.update(runner.data_results(dm))
     report = getattr(trainer.lightning_module, "finetune_report", None)
     if report:  # the schedule followed (for `auto`: its choice and reason)
         results["finetune"] = report

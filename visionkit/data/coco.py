@@ -48,6 +48,7 @@ class CocoDataModule(VisionDataModule):
     def build_splits(self) -> tuple[LabelMap, dict[str, Any]]:
         datasets: dict[str, Any] = {}
         label_map: LabelMap | None = None
+        self.require_root()
         for split in SPLITS:
             ann = self.annotation_file(split)
             if ann is None or not ann.is_file():
@@ -58,7 +59,12 @@ class CocoDataModule(VisionDataModule):
                     )
                 continue
             index = load_coco(
-                ann, self.image_dir(split), self.report, self.task, self.verify_images
+                ann,
+                self.image_dir(split),
+                self.report,
+                self.task,
+                self.verify_images,
+                self.max_image_pixels,
             )
             self.indexes[split] = index
             split_map = index.label_map

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from visionkit.data.images import set_pixel_limit
 from visionkit.data.labels import LabelMap, multi_hot
 from visionkit.data.shuffling import EpochDataLoader, EpochRandomSampler
 from visionkit.data.transforms import (
@@ -35,7 +36,7 @@ from visionkit.data.transforms import (
     ToFloat,
     build_pipeline,
 )
-from visionkit.data.validation import ON_BAD, VERIFY, BadDataReport
+from visionkit.data.validation import ON_BAD, VERIFY, BadDataReport, blocking_file
 from visionkit.errors import ConfigError
 
 TASK_NAMES = ("classification", "semantic_segmentation", "detection", "instance_segmentation")
@@ -125,7 +126,8 @@ class VisionDataModule(pl.LightningDataModule):
         cutmix_alpha: float = 0.0,
         multi_label: bool = False,
         on_bad: str = "error",
-        verify_images: str = "header",
+        verify_images: str = "full",
+        max_image_pixels: int | None = None,
         drop_last: bool = False,
         seed: int = 0,
         **unknown: Any,
@@ -151,6 +153,12 @@ class VisionDataModule(pl.LightningDataModule):
         for key, value in (("batch_size", batch_size), ("image_size", image_size)):
             if int(value) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
+        if max_image_pixels is not None and (
+            not isinstance(max_image_pixels, int) or max_image_pixels < 1
+        ):
+            raise ConfigError(
+                f"data.max_image_pixels must be a positive integer or null, got {max_image_pixels!r}"
+            )
         if int(num_workers) < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         if (mixup_alpha or cutmix_alpha) and task != "classification":
@@ -174,6 +182,7 @@ class VisionDataModule(pl.LightningDataModule):
         self.multi_label = bool(multi_label)
         self.on_bad = on_bad
         self.verify_images = verify_images
+        self.max_image_pixels = set_pixel_limit(max_image_pixels)
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self.report = BadDataReport(on_bad, source=self.FORMAT)
@@ -195,6 +204,24 @@ class VisionDataModule(pl.LightningDataModule):
         ds = self._dataset(split)
         return [r.id for r in getattr(ds, "records", [])]
 
+    def require_root(self) -> Path:
+        """``root``, which a format that reads files needs as an existing folder (ConfigError)."""
+        if not self.root.is_dir():
+            blocker = blocking_file(self.root)
+            why = (
+                f"{blocker} is a file"
+                if blocker is not None
+                else ("it is a file" if self.root.exists() else "it does not exist")
+            )
+            raise ConfigError(
+                f"data format '{self.FORMAT}': data.root {self.root} is not a folder ({why})"
+            )
+        return self.root
+
+    def extra_results(self) -> dict[str, Any]:
+        """results.json's ``data`` entry: what setup skipped and noted, by kind (BadDataReport)."""
+        return {"data": {"format": self.FORMAT, **self.report.to_dict()}}
+
     # -- Lightning hooks -----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.label_map is not None:
@@ -204,6 +231,7 @@ class VisionDataModule(pl.LightningDataModule):
         self.label_map = label_map
         for split, ds in datasets.items():
             ds.transform = self.pipeline(train=split == "train")
+            ds.max_pixels = self.max_image_pixels  # loader workers apply the same limit
         self.datasets = datasets
 
     @property

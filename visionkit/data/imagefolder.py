@@ -13,7 +13,7 @@ from typing import Any
 from visionkit.data.datamodule import SPLITS, VisionDataModule
 from visionkit.data.datasets.folders import LabelledFiles, list_images, seeded_split
 from visionkit.data.labels import LabelMap
-from visionkit.data.validation import check_image_file
+from visionkit.data.validation import check_image_files
 from visionkit.errors import ConfigError
 
 
@@ -35,51 +35,84 @@ class ImageFolderDataModule(VisionDataModule):
     def _classes(self, folder: Path) -> list[str]:
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def _items(self, folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
-        items = []
-        for index, name in enumerate(classes):
-            class_dir = folder / name
-            if not class_dir.is_dir():
-                continue
-            images, others = list_images(class_dir)
+    def _class_files(self, folder: Path, classes: list[str]) -> dict[str, list[Path]]:
+        """Image files per class folder (non-image files are noted, never read)."""
+        files = {}
+        for name in classes:
+            images, others = list_images(folder / name) if (folder / name).is_dir() else ([], [])
             for other in others:
                 self.report.note("non_image_file", f"not an image: {other}")
-            for path in images:
-                reason = check_image_file(path, self.verify_images)
-                if reason is not None:
-                    self.report.problem("unreadable_image", reason)
-                    continue
-                items.append((path, index))
+            files[name] = images
+        return files
+
+    def _drop_empty(self, folder: Path, files: dict[str, list[Path]]) -> list[str]:
+        """The classes with images; an empty class folder would become a class without examples,
+        so it is a problem (skip mode leaves the class out, counted)."""
+        for name, images in files.items():
+            if not images:
+                self.report.problem(
+                    "empty_class_folder",
+                    f"class folder {folder / name} has no images; remove it or add images",
+                )
+        return [name for name, images in files.items() if images]
+
+    def _items(self, files: dict[str, list[Path]], classes: list[str]) -> list[tuple[Path, int]]:
+        """``(path, class index)`` of every readable image (checked in parallel); images of a
+        folder that is not a class (skipped as empty in train) are counted."""
+        index = {name: i for i, name in enumerate(classes)}
+        for name, images in files.items():
+            if name not in index and images:
+                self.report.skipped["image_of_skipped_class"] += len(images)
+        listed = [(path, index[name]) for name, images in files.items() if name in index
+                  for path in images]  # fmt: skip
+        checks = check_image_files(
+            [p for p, _ in listed], self.verify_images, self.max_image_pixels
+        )
+        items = []
+        for item, check in zip(listed, checks, strict=True):
+            if check.reason is not None:
+                self.report.problem(check.kind or "unreadable_image", check.reason)
+                continue
+            items.append(item)
         return items
 
     def build_splits(self) -> tuple[LabelMap, dict[str, Any]]:
-        if not self.root.is_dir():
-            raise ConfigError(f"data format 'imagefolder': root folder not found: {self.root}")
+        self.require_root()
         if (self.root / "train").is_dir():
-            classes = self._classes(self.root / "train")
-            if not classes:
-                raise ConfigError(f"no class folders under {self.root / 'train'}")
+            train = self.root / "train"
+            found = self._classes(train)
+            if not found:
+                raise ConfigError(f"no class folders under {train}")
+            train_files = self._class_files(train, found)
+            classes = self._drop_empty(train, train_files)
             datasets = {}
             for split in SPLITS:
-                if (self.root / split).is_dir():
-                    extra = set(self._classes(self.root / split)) - set(classes)
-                    if extra:
-                        raise ConfigError(
-                            f"{self.root / split} has class folders {sorted(extra)} missing from "
-                            f"{self.root / 'train'}"
-                        )
-                    datasets[split] = LabelledFiles(self._items(self.root / split, classes))
+                folder = self.root / split
+                if not folder.is_dir():
+                    continue
+                split_classes = self._classes(folder)
+                extra = set(split_classes) - set(found)
+                if extra:
+                    raise ConfigError(
+                        f"{folder} has class folders {sorted(extra)} missing from {train}"
+                    )
+                files = (
+                    train_files if split == "train" else self._class_files(folder, split_classes)
+                )
+                datasets[split] = LabelledFiles(self._items(files, classes))
         else:
-            classes = self._classes(self.root)
-            if not classes:
+            found = self._classes(self.root)
+            if not found:
                 raise ConfigError(f"no class folders (or train/ folder) under {self.root}")
-            items = self._items(self.root, classes)
+            files = self._class_files(self.root, found)
+            classes = self._drop_empty(self.root, files)
+            items = self._items(files, classes)
             parts = seeded_split(len(items), [self.val_fraction, self.test_fraction], self.seed)
             datasets = {
                 split: LabelledFiles([items[i] for i in part])
                 for split, part in zip(SPLITS, parts, strict=True)
                 if len(part) or split == "train"
             }
-        if "train" not in datasets or len(datasets["train"]) == 0:
+        if not classes or "train" not in datasets or len(datasets["train"]) == 0:
             raise ConfigError(f"data format 'imagefolder': no training images under {self.root}")
         return LabelMap(classes), datasets

@@ -4,6 +4,8 @@ grayscale / RGBA / palette / 16-bit converted. Errors name the file.
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +37,81 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open and fully decode ``path`` as RGB; unreadable or truncated files raise DataError."""
+# PIL's decompression-bomb limit as shipped (89.5 M pixels); ``data.max_image_pixels`` changes it
+DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+PIXEL_LIMIT_KEY = "data.max_image_pixels"
+
+
+def set_pixel_limit(max_pixels: int | None) -> int:
+    """Set PIL's decompression-bomb limit for this process (None: PIL's default); returns it.
+
+    Called in the main process and, through the datasets, in every loader worker. Images above
+    the limit raise DataError naming the config key, so PIL's own warning is silenced here."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if limit != Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    return limit
+
+
+class ImageTooLargeError(DataError):
+    """An image above the decompression-bomb limit (config key ``data.max_image_pixels``)."""
+
+
+def _too_large(path: str | Path, detail: str) -> DataError:
+    return ImageTooLargeError(
+        f"image {path} {detail}, more than the decompression-bomb limit of "
+        f"{Image.MAX_IMAGE_PIXELS} pixels; raise the limit with {PIXEL_LIMIT_KEY}=N"
+    )
+
+
+def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open ``path`` lazily (header only): DataError when missing, unreadable or above the pixel
+    limit (``max_pixels``, else the process's limit). The caller closes it."""
+    if max_pixels is not None:
+        set_pixel_limit(max_pixels)
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im)
+        im = Image.open(path)
     except FileNotFoundError:
         raise DataError(f"missing image file: {path}") from None
+    except Image.DecompressionBombError as exc:  # PIL's own check, at twice the limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, f"has {found[1] if found else 'too many'} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"unreadable or truncated image {path}: {exc}") from None
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            raise DataError(f"empty image file: {path}") from None
+        raise DataError(f"unreadable image {path}: {exc}") from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and im.width * im.height > limit:
+        im.close()
+        raise _too_large(path, f"has {im.width * im.height} pixels ({im.width}x{im.height})")
+    return im
 
 
-def load_image(path: str | Path) -> Any:
+def oriented_size(im: Image.Image, decoded: bool = False) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation that :func:`to_rgb` applies. Undecoded, a PNG's
+    EXIF is read only when it precedes the pixels (PIL would decode the image to find a later one)."""
+    if im.format == "PNG" and "exif" not in im.info and not decoded:
+        return im.width, im.height
+    orientation = im.getexif().get(0x0112, 1)
+    return (im.height, im.width) if orientation in (5, 6, 7, 8) else (im.width, im.height)
+
+
+def open_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode ``path`` as RGB; unreadable or truncated files raise DataError."""
+    with open_image(path, max_pixels) as im:
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"unreadable or truncated image {path}: {exc}") from None
+        return to_rgb(im)
+
+
+def load_image(path: str | Path, max_pixels: int | None = None) -> Any:
     """``path`` -> torch uint8 tensor [3,H,W] (RGB)."""
     import torch
 
-    arr = np.asarray(open_rgb(path))
+    arr = np.asarray(open_rgb(path, max_pixels))
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 

@@ -15,9 +15,16 @@ from typing import Any
 import numpy as np
 
 from visionkit.data.datamodule import SPLITS, VisionDataModule
-from visionkit.data.datasets.folders import ImageMaskPairs, list_images
+from visionkit.data.datasets.folders import (
+    ImageMaskPairs,
+    MaskValueError,
+    list_images,
+    open_mask,
+    read_mask,
+)
+from visionkit.data.images import oriented_size
 from visionkit.data.labels import IGNORE_INDEX, LabelMap
-from visionkit.data.validation import check_image_file
+from visionkit.data.validation import check_image_file, parallel_map
 from visionkit.errors import ConfigError, DataError
 
 
@@ -67,6 +74,36 @@ def value_lut(label_map: LabelMap) -> np.ndarray:
     return lut
 
 
+def check_pair(
+    image: Path, mask: Path, lut: np.ndarray, verify: str, max_pixels: int | None = None
+) -> tuple[str, str] | None:
+    """None when ``image`` and its ``mask`` are usable at level ``verify``, else (kind, reason):
+    the mask must exist and be single-channel; from ``header`` on its size must equal the image's;
+    ``full`` decodes both and checks every mask value against the class file."""
+    check = check_image_file(image, verify, max_pixels)
+    if check.reason is not None:
+        return check.kind or "unreadable_image", check.reason
+    if not mask.is_file():
+        return "missing_mask", f"missing mask file {mask} for image {image}"
+    if verify == "none":
+        return None
+    try:
+        with open_mask(mask, max_pixels) as im:
+            size = oriented_size(im)
+        if size != check.size:
+            return "mask_size_mismatch", (
+                f"mask {mask} is {size[0]}x{size[1]} but image {image} is "
+                f"{check.size[0]}x{check.size[1]}"  # type: ignore[index]
+            )
+        if verify == "full":
+            read_mask(mask, lut, max_pixels)
+    except MaskValueError as exc:
+        return "bad_mask_values", str(exc)
+    except DataError as exc:
+        return "unreadable_mask", str(exc)
+    return None
+
+
 class MasksDataModule(VisionDataModule):
     """Image + class-index mask folders; see the module docstring."""
 
@@ -86,6 +123,7 @@ class MasksDataModule(VisionDataModule):
         self.classes_file = classes
 
     def build_splits(self) -> tuple[LabelMap, dict[str, Any]]:
+        self.require_root()
         label_map = read_class_file(self.root / self.classes_file)
         lut = value_lut(label_map)
         datasets = {}
@@ -96,20 +134,27 @@ class MasksDataModule(VisionDataModule):
                 if split in ("train", "val"):
                     raise ConfigError(f"data format 'masks': image folder not found: {image_dir}")
                 continue
-            pairs = []
             images, others = list_images(image_dir)
             for other in others:
                 self.report.note("non_image_file", f"not an image: {other}")
-            for image in images:
-                mask = mask_dir / image.relative_to(image_dir).with_suffix(".png")
-                if not mask.is_file():
-                    self.report.problem(
-                        "missing_mask", f"missing mask file {mask} for image {image}"
-                    )
-                    continue
-                reason = check_image_file(image, self.verify_images)
-                if reason is not None:
-                    self.report.problem("unreadable_image", reason)
+            masks = [mask_dir / i.relative_to(image_dir).with_suffix(".png") for i in images]
+            if mask_dir.is_dir():
+                expected = set(masks)
+                for orphan in list_images(mask_dir)[0]:
+                    if orphan not in expected:
+                        self.report.problem(
+                            "mask_without_image",
+                            f"mask {orphan} has no image in {image_dir} (same name, any image "
+                            "suffix)",
+                        )
+            checks = parallel_map(
+                lambda pair: check_pair(*pair, lut, self.verify_images, self.max_image_pixels),
+                list(zip(images, masks, strict=True)),
+            )
+            pairs = []
+            for image, mask, problem in zip(images, masks, checks, strict=True):
+                if problem is not None:
+                    self.report.problem(*problem)
                     continue
                 pairs.append((image, mask))
             datasets[split] = ImageMaskPairs(pairs, lut)

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from visionkit.data.images import open_image, oriented_size
 from visionkit.data.labels import IGNORE_INDEX, LabelMap
-from visionkit.data.validation import BadDataReport, check_image_file
+from visionkit.data.validation import LOADING_HINT, BadDataReport, check_image_files
 from visionkit.errors import DataError
 
 MASK_TASKS = ("semantic_segmentation", "instance_segmentation")
@@ -68,11 +69,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _polygon_area(poly: list[float]) -> float:
+    x, y = np.asarray(poly[0::2], float), np.asarray(poly[1::2], float)
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
 def _check_segmentation(seg: Any, h: int, w: int) -> str | None:
     """None when ``seg`` is a usable polygon list or RLE for an h x w image, else the reason."""
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if not isinstance(size, list | tuple) or [int(v) for v in size] != [h, w]:
+        if not isinstance(size, list | tuple) or list(size) != [h, w]:
             return f"RLE size {size} differs from the image size [{h}, {w}]"
         if not isinstance(counts, str | list) or not counts:
             return "RLE without counts"
@@ -82,9 +92,71 @@ def _check_segmentation(seg: Any, h: int, w: int) -> str | None:
     for poly in seg:
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
             return f"malformed polygon (needs >= 3 x,y pairs): {str(poly)[:60]}"
-        if not all(isinstance(v, int | float) and np.isfinite(v) for v in poly):
+        if not all(_is_number(v) for v in poly):
             return "polygon with non-numeric coordinates"
+        if _polygon_area(poly) == 0:
+            return f"degenerate polygon (zero area): {str(poly)[:60]}"
     return None
+
+
+def _read_categories(ann_file: Path, categories: list[Any]) -> set[int]:
+    """The category ids; an empty, malformed or duplicated list is a DataError naming the file."""
+    if not categories:
+        raise DataError(
+            f"annotation file {ann_file}: 'categories' is empty; it must list every class as "
+            '{"id": <int>, "name": <str>}'
+        )
+    ids: set[int] = set()
+    for cat in categories:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise DataError(f"{ann_file}: category without 'id' or 'name': {cat}")
+        if not isinstance(cat["id"], int) or isinstance(cat["id"], bool):
+            raise DataError(f"{ann_file}: category id {cat['id']!r} is not an integer")
+        if cat["id"] in ids:
+            raise DataError(f"{ann_file}: category id {cat['id']} is listed twice")
+        ids.add(cat["id"])
+    return ids
+
+
+def _image_entries(ann_file: Path, images: list[Any], report: BadDataReport) -> dict[int, dict]:
+    """Image entries by id; malformed entries and every entry of a duplicated id are problems
+    (annotations cannot tell such images apart)."""
+    by_id: dict[int, list[dict]] = {}
+    for img in images:
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            report.problem(
+                "malformed_image_entry",
+                f"{ann_file}: image entry without 'id' or 'file_name': {img}",
+            )
+            continue
+        if not isinstance(img["id"], int) or isinstance(img["id"], bool):
+            report.problem(
+                "malformed_image_entry", f"{ann_file}: image id {img['id']!r} is not an integer"
+            )
+            continue
+        by_id.setdefault(img["id"], []).append(img)
+    entries = {}
+    for image_id, same in by_id.items():
+        if len(same) == 1:
+            entries[image_id] = same[0]
+            continue
+        names = ", ".join(str(i["file_name"]) for i in same)
+        for _ in same:
+            report.problem(
+                "duplicate_image_id",
+                f"{ann_file}: image id {image_id} is used by {len(same)} images ({names})",
+            )
+    return entries
+
+
+def _declared_size(img: dict) -> tuple[int, int] | str | None:
+    """(width, height) from the entry, None when absent, or the reason it is unusable."""
+    width, height = img.get("width"), img.get("height")
+    if width is None and height is None:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
+        return f"width/height {width!r}/{height!r} are not positive integers"
+    return int(width), int(height)
 
 
 def load_coco(
@@ -93,68 +165,98 @@ def load_coco(
     report: BadDataReport,
     task: str = "detection",
     verify: str = "header",
+    max_pixels: int | None = None,
 ) -> CocoIndex:
-    """Parse and validate a COCO file; problems go to ``report`` (raise or skip-and-count)."""
+    """Parse and validate a COCO file; problems go to ``report`` (raise or skip-and-count).
+
+    Every image file is checked at ``verify`` level (in parallel) and, unless ``verify=none``, its
+    size compared with the file's width/height, so nothing surfaces later in a loader worker."""
     ann_file, image_dir = Path(ann_file), Path(image_dir)
     data = _read_json(ann_file)
     categories = data["categories"]
-    cat_ids = set()
-    for cat in categories:
-        if "id" not in cat or "name" not in cat:
-            raise DataError(f"{ann_file}: category without 'id' or 'name': {cat}")
-        cat_ids.add(int(cat["id"]))
+    cat_ids = _read_categories(ann_file, categories)
+    entries = _image_entries(ann_file, data["images"], report)
     records: dict[int, ImageRecord] = {}
-    for img in data["images"]:
-        if "id" not in img or "file_name" not in img:
-            raise DataError(f"{ann_file}: image entry without 'id' or 'file_name': {img}")
-        path = image_dir / img["file_name"]
-        reason = check_image_file(path, verify)
-        if reason is not None:
-            kind = "missing_image" if reason.startswith("missing") else "unreadable_image"
-            report.problem(kind, f"{ann_file}: image id {img['id']}: {reason}")
+    paths = [image_dir / str(img["file_name"]) for img in entries.values()]
+    checks = check_image_files(paths, verify, max_pixels)
+    for (image_id, img), check in zip(entries.items(), checks, strict=True):
+        where = f"{ann_file}: image id {image_id}"
+        if check.reason is not None:
+            report.problem(check.kind or "unreadable_image", f"{where}: {check.reason}")
             continue
-        width, height = img.get("width"), img.get("height")
-        if not width or not height:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                width, height = im.size
-        records[int(img["id"])] = ImageRecord(int(img["id"]), path, int(width), int(height))
-    skipped_images = {int(i["id"]) for i in data["images"] if "id" in i} - set(records)
+        declared = _declared_size(img)
+        if isinstance(declared, str):
+            report.problem("malformed_image_entry", f"{where} ({check.path.name}): {declared}")
+            continue
+        actual = check.size
+        if actual is None and declared is None:  # verify=none and no size in the file
+            with open_image(check.path, max_pixels) as im:
+                actual = oriented_size(im)
+        if declared is not None and actual is not None and declared != actual:
+            report.problem(
+                "image_size_mismatch",
+                f"{where}: {check.path} is {actual[0]}x{actual[1]} but the annotation file "
+                f"says {declared[0]}x{declared[1]}",
+            )
+            continue
+        width, height = declared or actual  # type: ignore[misc]
+        records[image_id] = ImageRecord(image_id, check.path, width, height)
+    skipped_images = {i["id"] for i in data["images"] if isinstance(i, dict) and "id" in i}
+    skipped_images -= set(records)
     needs_masks = task in MASK_TASKS
+    seen_ann_ids: dict[Any, Any] = {}
     for ann in data["annotations"]:
-        aid = ann.get("id", "?")
+        if not isinstance(ann, dict) or not isinstance(ann.get("id"), int):
+            report.problem(
+                "malformed_annotation", f"{ann_file}: annotation without an integer 'id': {ann}"
+            )
+            continue
+        aid = ann["id"]
         where = f"{ann_file}: annotation id {aid}"
         image_id = ann.get("image_id")
-        if image_id in skipped_images:
+        if aid in seen_ann_ids:
+            report.problem(
+                "duplicate_annotation_id",
+                f"{where} (image id {image_id}) is used twice (first for image id "
+                f"{seen_ann_ids[aid]}); annotation ids must be unique",
+            )
+            continue
+        seen_ann_ids[aid] = image_id
+        if isinstance(image_id, int) and image_id in skipped_images:
             report.skipped["annotation_of_skipped_image"] += 1
             continue
         rec = records.get(image_id) if isinstance(image_id, int) else None
         if rec is None:
             report.problem("orphan_annotation", f"{where}: unknown image id {image_id}")
             continue
+        where = f"{where} (image {rec.path.name})"
         cid = ann.get("category_id")
-        if cid not in cat_ids:
-            report.problem(
-                "unknown_category", f"{where} (image {rec.path.name}): unknown category id {cid}"
-            )
+        if not isinstance(cid, int) or cid not in cat_ids:
+            report.problem("unknown_category", f"{where}: unknown category id {cid}")
             continue
         box = ann.get("bbox")
-        if not isinstance(box, list | tuple) or len(box) != 4:
-            report.problem("malformed_box", f"{where} (image {rec.path.name}): bbox {box}")
+        if not isinstance(box, list | tuple) or len(box) != 4 or not all(map(_is_number, box)):
+            report.problem("malformed_box", f"{where}: bbox {box} is not [x, y, width, height]")
             continue
         x, y, w, h = (float(v) for v in box)
         if not (w > 0 and h > 0):
             report.problem(
-                "zero_area_box", f"{where} (image {rec.path.name}): zero-area bbox {list(box)}"
+                "zero_area_box", f"{where}: bbox {list(box)} has zero or negative width/height"
             )
             continue
         t = BOX_TOLERANCE
         if x < -t or y < -t or x + w > rec.width + t or y + h > rec.height + t:
+            fully = x >= rec.width or y >= rec.height or x + w <= 0 or y + h <= 0
             report.problem(
                 "box_outside_image",
-                f"{where} (image {rec.path.name}, {rec.width}x{rec.height}): bbox {list(box)} "
-                "outside the image",
+                f"{where}: bbox {list(box)} lies {'' if fully else 'partly '}outside the "
+                f"{rec.width}x{rec.height} image",
+            )
+            continue
+        area, iscrowd = ann.get("area", w * h), ann.get("iscrowd", 0) or 0
+        if not _is_number(area) or iscrowd not in (0, 1):
+            report.problem(
+                "malformed_annotation", f"{where}: area {area!r} / iscrowd {iscrowd!r} invalid"
             )
             continue
         x0, y0 = max(x, 0.0), max(y, 0.0)
@@ -163,15 +265,15 @@ def load_coco(
         if needs_masks:
             reason = _check_segmentation(seg, rec.height, rec.width)
             if reason is not None:
-                report.problem("bad_segmentation", f"{where} (image {rec.path.name}): {reason}")
+                report.problem("bad_segmentation", f"{where}: {reason}")
                 continue
         rec.anns.append(
             {
                 "id": aid,
                 "category_id": int(cid),
                 "bbox": (x0, y0, x1, y1),
-                "iscrowd": int(ann.get("iscrowd", 0) or 0),
-                "area": float(ann.get("area", w * h)),
+                "iscrowd": int(iscrowd),
+                "area": float(area),
                 "segmentation": seg,
             }
         )
@@ -205,12 +307,14 @@ class CocoDataset:
         label_map: LabelMap,
         transform: Any = None,
         multi_label: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         self.records = records
         self.task = task
         self.label_map = label_map
         self.transform = transform
         self.multi_label = multi_label
+        self.max_pixels = max_pixels  # decompression-bomb limit, applied in loader workers too
 
     def __len__(self) -> int:
         return len(self.records)
@@ -220,7 +324,7 @@ class CocoDataset:
 
         from visionkit.data.images import load_image
 
-        image = load_image(rec.path)
+        image = load_image(rec.path, self.max_pixels)
         if tuple(image.shape[1:]) != (rec.height, rec.width):
             raise DataError(
                 f"image {rec.path} is {image.shape[2]}x{image.shape[1]} but its annotation file "
@@ -266,5 +370,8 @@ class CocoDataset:
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         rec = self.records[index]
-        sample = (self._image(rec), self.target(rec))
+        try:
+            sample = (self._image(rec), self.target(rec))
+        except DataError as exc:
+            raise DataError(f"{exc} ({LOADING_HINT})") from None
         return self.transform(sample) if self.transform is not None else sample

@@ -238,8 +238,19 @@ def ensure_shapes(root: str | Path, spec: ShapesSpec) -> Path:
     final = root / spec.key
     if (final / "annotations").is_dir():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.tmp-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.tmp-", dir=root))
+    except OSError as exc:
+        from visionkit.data.validation import blocking_file
+
+        blocker = blocking_file(root)
+        if root.exists() and not root.is_dir():
+            blocker = root
+        why = f"{blocker} is a file" if blocker is not None else exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot create the generated dataset under data.root {root}: {why}"
+        ) from None
     try:
         for split in SPLITS:
             _generate_split(spec, split, tmp)
