@@ -330,3 +330,37 @@ def test_palette_png_with_transparency(tmp_path: Path) -> None:
     im.save(tmp_path / "p.png")
     t = load_image(tmp_path / "p.png")
     assert t.shape == (3, H, W) and t[0].float().mean() == pytest.approx(200, abs=1)
+
+
+def test_skip_mode_evaluates_against_the_validated_annotations(tmp_path: Path, formats) -> None:
+    """What on_bad=skip removed is not ground truth: test evaluates against the kept annotations
+    (an unknown category's box would otherwise count as a miss); without skips, the file itself."""
+    import shutil
+    import warnings
+
+    from visionkit.data.coco import CocoDataModule
+
+    root = formats.coco(tmp_path / "coco")
+    shutil.copytree(root / "val", root / "test")
+    raw = json.loads((root / "annotations" / "instances_val.json").read_text())
+    (root / "annotations" / "instances_test.json").write_text(json.dumps(raw))
+    clean = CocoDataModule(task="detection", root=str(root), num_workers=0)
+    clean.setup("fit")
+    assert clean.ground_truth_file("test", tmp_path) == root / "annotations" / "instances_test.json"
+
+    bad = copy.deepcopy(raw)
+    bad["annotations"].append({**bad["annotations"][0], "id": 999, "category_id": 3})
+    (root / "annotations" / "instances_test.json").write_text(json.dumps(bad))
+    dm = CocoDataModule(task="detection", root=str(root), num_workers=0, on_bad="skip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadDataWarning)
+        dm.setup("fit")
+    gt = json.loads(dm.ground_truth_file("test", tmp_path / "out").read_text())
+    assert sorted(a["id"] for a in gt["annotations"]) == sorted(a["id"] for a in raw["annotations"])
+    by_id = {a["id"]: a for a in raw["annotations"]}
+    for a in gt["annotations"]:
+        want = by_id[a["id"]]
+        assert a["bbox"] == pytest.approx(want["bbox"]) and a["category_id"] == want["category_id"]
+        assert a["iscrowd"] == want["iscrowd"] and a["segmentation"] == want["segmentation"]
+    assert gt["categories"] == raw["categories"]
+    assert [im["id"] for im in gt["images"]] == [im["id"] for im in raw["images"]]

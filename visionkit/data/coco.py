@@ -8,6 +8,7 @@ missing test split is allowed (``has_split('test')`` is then false).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from visionkit.data.datamodule import SPLITS, VisionDataModule
 from visionkit.data.datasets.coco import CocoDataset, CocoIndex, load_coco
 from visionkit.data.labels import LabelMap
 from visionkit.errors import ConfigError
+from visionkit.files import atomic_open
 
 
 class CocoDataModule(VisionDataModule):
@@ -41,6 +43,37 @@ class CocoDataModule(VisionDataModule):
 
     def annotation_file(self, split: str) -> Path | None:
         return self.data_root() / self.annotations_template.format(split=split)
+
+    def ground_truth_file(self, split: str, out_dir: str | Path) -> Path | None:
+        """The COCO file ``split`` is evaluated against: the annotation file itself, or, when
+        ``on_bad=skip`` removed something, the validated annotations written as
+        ``out_dir/ground_truth_<split>.json`` (skipped annotations are not counted as misses)."""
+        ann = self.annotation_file(split)
+        index = self.indexes.get(split)
+        if index is None or ann is None or not ann.is_file():
+            return None
+        if not self.report.skipped:
+            return ann
+        images, annotations = [], []
+        for rec in index.records:
+            images.append({"id": rec.id, "file_name": rec.path.name, "width": rec.width, "height": rec.height})  # fmt: skip
+            for a in rec.anns:
+                x0, y0, x1, y1 = a["bbox"]
+                entry = {
+                    "id": a["id"],
+                    "image_id": rec.id,
+                    "category_id": a["category_id"],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": a["area"],
+                    "iscrowd": a["iscrowd"],
+                }
+                if a.get("segmentation") is not None:
+                    entry["segmentation"] = a["segmentation"]
+                annotations.append(entry)
+        path = Path(out_dir) / f"ground_truth_{split}.json"
+        with atomic_open(path) as file:
+            json.dump({"images": images, "annotations": annotations, "categories": index.categories}, file)  # fmt: skip
+        return path
 
     def image_dir(self, split: str) -> Path:
         return self.data_root() / self.images_template.format(split=split)

@@ -126,9 +126,10 @@ class DetectionTask(BaseTask):
         return getattr(trainer, "datamodule", None) if trainer is not None else None
 
     def _gt_file(self) -> Path | None:
+        """The test split's COCO ground truth (validated when on_bad=skip removed anything)."""
         dm = self._datamodule()
-        fn = getattr(dm, "annotation_file", None)
-        path = fn("test") if callable(fn) else None
+        fn = getattr(dm, "ground_truth_file", None)
+        path = fn("test", self.trainer.default_root_dir) if callable(fn) else None
         return Path(path) if path is not None and Path(path).is_file() else None
 
     def on_test_epoch_start(self) -> None:
