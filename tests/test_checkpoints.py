@@ -179,3 +179,43 @@ def test_plain_pickle_running_a_shell_command_is_refused(tmp_path: Path, protoco
         load(path)
     assert str(err.value).startswith(f"refusing to load checkpoint {path} (config key ckpt_path): ")
     assert not marker.exists()
+
+
+def test_resume_with_a_model_that_does_not_fit_is_one_error(cli: CLI, run: Path) -> None:
+    """The run's overrides are restored; a changed weight shape names the differing key, not
+    Lightning's state-dict dump."""
+    ckpt = run / "checkpoints" / "last.ckpt"
+    proc = cli(
+        "train", f"ckpt_path={ckpt}", "model.backbone.channels=[8,16,32,64]", "hydra.run.dir=r"
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: checkpoint {ckpt} does not fit the model of this run's config")
+    assert "model.backbone.channels: [16, 32, 64, 128] (checkpoint) vs [8, 16, 32, 64]" in line
+
+
+def test_resume_fits_checks_classes_and_warns_about_shapeless_changes(capsys) -> None:
+    from types import SimpleNamespace
+
+    from visionkit.checkpoints import check_resume_fits
+    from visionkit.errors import ConfigError
+
+    weights = {"w": torch.zeros(2, 3)}
+    saved = {"model": {"act": "relu", "head": {"name": "linear"}}, "label_map": {"ids": [1, 5]}}
+    ckpt = {"hyper_parameters": saved, "state_dict": weights}
+
+    def task(model: dict, ids: list[int], shape: tuple[int, ...] = (2, 3)) -> SimpleNamespace:
+        hparams = {"model": model, "label_map": {"ids": ids}}
+        return SimpleNamespace(hparams=hparams, state_dict=lambda: {"w": torch.zeros(shape)})
+
+    check_resume_fits("c.ckpt", ckpt, task(saved["model"], [1, 5]))
+    assert capsys.readouterr().err == ""
+    check_resume_fits("c.ckpt", ckpt, task({**saved["model"], "act": "gelu"}, [1, 5]))
+    assert "model.act: 'relu' (checkpoint) vs 'gelu' (this run)" in capsys.readouterr().err
+    with pytest.raises(
+        ConfigError, match=r"category ids \[1, 5\], but this run's data has \[1, 6\]"
+    ):
+        check_resume_fits("c.ckpt", ckpt, task(saved["model"], [1, 6]))
+    with pytest.raises(ConfigError, match="does not fit"):
+        check_resume_fits("c.ckpt", ckpt, task(saved["model"], [1, 5], (3, 3)))
+    check_resume_fits("last", {}, task({}, []))  # Lightning's keywords: nothing to compare

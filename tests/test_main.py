@@ -84,3 +84,7 @@ def test_a_resume_restores_the_runs_overrides_and_the_given_ones_win(run_dir: Pa
         *args,
         f'hydra.run.dir="{run_dir}"',
     ]
+    # resuming elsewhere restores them too, without moving into the run
+    elsewhere = [f"ckpt_path={ckpt}", "hydra.run.dir=other"]
+    assert cli.resume_in_place(elsewhere)[-2:] == elsewhere
+    assert "task=detection" in cli.resume_in_place(elsewhere)

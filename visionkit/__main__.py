@@ -94,12 +94,13 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 def resume_in_place(args: list[str]) -> list[str]:
-    """``train ckpt_path=<run>/checkpoints/last.ckpt`` continues in ``<run>``: adds that run dir,
-    and the run's own overrides before the given ones (so the given ones win).
+    """``train ckpt_path=<run>/checkpoints/last.ckpt`` continues in ``<run>`` with the run's own
+    overrides applied again before the given ones (so the given ones win): a resume needs only
+    the path.
 
     ``<run>`` is the checkpoint's folder or its parent, whichever holds the run's ``config.yaml``.
-    An explicit ``hydra.run.dir=...`` (the way to resume elsewhere), a multirun, or a checkpoint
-    outside a visionkit run directory leave the arguments as they are (a new run directory).
+    An explicit ``hydra.run.dir=...`` resumes elsewhere (the overrides are still restored); a
+    multirun, or a checkpoint outside a visionkit run directory, leaves the arguments as they are.
     """
     values = {}
     for arg in args:
@@ -107,16 +108,17 @@ def resume_in_place(args: list[str]) -> list[str]:
         if eq:
             values[key.lstrip("+~")] = value.strip("'\"")
     ckpt = values.get("ckpt_path")
-    if not ckpt or ckpt == "null" or "hydra.run.dir" in values:
-        return args
-    if any(arg in ("-m", "--multirun") for arg in args):
+    if not ckpt or ckpt == "null" or any(arg in ("-m", "--multirun") for arg in args):
         return args
     from pathlib import Path
 
     for folder in list(Path(ckpt).expanduser().absolute().parents)[:2]:
         if (folder / "config.yaml").is_file():
+            restored = [*saved_overrides(folder, set(values)), *args]
+            if "hydra.run.dir" in values:
+                return restored
             quoted = str(folder).replace('"', '\\"')
-            return [*saved_overrides(folder, set(values)), *args, f'hydra.run.dir="{quoted}"']
+            return [*restored, f'hydra.run.dir="{quoted}"']
     return args
 
 

@@ -95,12 +95,14 @@ def meta(ckpt: Any, path: str | os.PathLike) -> dict[str, Any]:
     return dict(info)
 
 
-def check_resume(path: str | os.PathLike, task_name: str) -> None:
+def check_resume(path: str | os.PathLike, task_name: str) -> dict[str, Any]:
     """Before training resumes from ``path``: it must be plain data of the same task; a part
-    supplied by another package or version than when it was saved is warned about."""
+    supplied by another package or version than when it was saved is warned about. Returns the
+    checkpoint's content (empty for Lightning's own ``last``/``best``/... keywords)."""
     if str(path) in LIGHTNING_PATHS and not Path(path).is_file():
-        return  # Lightning resolves these and loads them with weights_only=True
-    info = meta(load(path), path)
+        return {}  # Lightning resolves these and loads them with weights_only=True
+    ckpt = load(path)
+    info = meta(ckpt, path)
     if info["task"] != task_name:
         raise ConfigError(
             f"checkpoint {path} is from task '{info['task']}', but this run's task is "
@@ -108,6 +110,48 @@ def check_resume(path: str | os.PathLike, task_name: str) -> None:
             f"or take only its backbone with model.backbone.pretrained={path}"
         )
     warn_suppliers(info, path)
+    return ckpt
+
+
+def check_resume_fits(path: str | os.PathLike, ckpt: Mapping[str, Any], task: Any) -> None:
+    """The task built from this run's config must take the checkpoint's weights and classes:
+    else one ConfigError naming the config keys that differ (not Lightning's state-dict dump);
+    model keys that differ without changing any weight's shape are warned about."""
+    if not ckpt:
+        return
+    saved = ckpt.get("hyper_parameters") or {}
+    changed = _differences(saved.get("model"), task.hparams.get("model"), "model")
+    saved_ids = (saved.get("label_map") or {}).get("ids")
+    ids = (task.hparams.get("label_map") or {}).get("ids")
+    if saved_ids is not None and ids is not None and list(saved_ids) != list(ids):
+        raise ConfigError(
+            f"checkpoint {path} was trained on category ids {list(saved_ids)}, but this run's "
+            f"data has {list(ids)} (config keys ckpt_path, data.*): resume on the same data, or "
+            f"start a new run with model.backbone.pretrained={path}"
+        )
+    weights = ckpt.get("state_dict") or {}
+    own = task.state_dict()
+    fits = set(weights) == set(own) and all(weights[k].shape == own[k].shape for k in own)
+    listed = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
+    if not fits:
+        raise ConfigError(
+            f"checkpoint {path} does not fit the model of this run's config"
+            + (f" ({listed})" if changed else "")
+            + f": resume with the run's model config, or start a new run with "
+            f"model.backbone.pretrained={path}"
+        )
+    if changed:
+        print(f"warning: resuming {path} with another model config: {listed}", file=sys.stderr)
+
+
+def _differences(saved: Any, now: Any, key: str) -> list[str]:
+    """``"key: <saved> (checkpoint) vs <now> (this run)"`` for every leaf that differs."""
+    if isinstance(saved, Mapping) and isinstance(now, Mapping):
+        out = []
+        for k in sorted(set(saved) | set(now), key=str):
+            out += _differences(saved.get(k), now.get(k), f"{key}.{k}")
+        return out
+    return [] if saved == now else [f"{key}: {saved!r} (checkpoint) vs {now!r} (this run)"]
 
 
 # -- suppliers ------------------------------------------------------------------------------------

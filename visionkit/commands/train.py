@@ -21,10 +21,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from visionkit.callbacks.best_metrics import BestMetrics, last_val_results
 
     out = runner.setup(cfg)
+    resumed = {}
     if cfg.get("ckpt_path"):  # resume: data only, of this task (before any data is read)
-        checkpoints.check_resume(cfg.ckpt_path, cfg.task.name)
+        resumed = checkpoints.check_resume(cfg.ckpt_path, cfg.task.name)
     dm = runner.build_datamodule(cfg)
     task = runner.build_task(cfg, dm)
+    checkpoints.check_resume_fits(cfg.get("ckpt_path"), resumed, task)
     trainer = runner.build_trainer(cfg, callbacks=[*runner.build_callbacks(cfg), BestMetrics()])
     if trainer.is_global_zero:
         runner.save_config(cfg, out)
