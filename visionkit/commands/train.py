@@ -56,5 +56,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}
     results["figures"] = figures
     path = runner.write_results(out, results)
+    for callback in trainer.callbacks:  # e.g. the learning-curve diagnosis
+        report = getattr(callback, "final_report", None)
+        text = report() if callable(report) else None
+        if text:
+            print(text)
     print(f"results: {path}")
     return results
