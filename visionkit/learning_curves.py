@@ -173,11 +173,11 @@ def plot_learning_curves(
     training steps), ``train_eval_loss`` and ``train_metric`` (the eval pass on training images),
     ``val_loss``, ``val_metric`` and ``lr`` (a mapping of optimizer group name to rate).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from visionkit.figures import pyplot, save_figure
+
+    plt = pyplot()
 
     epochs = list(history.get("epoch", []))
 
@@ -223,9 +223,4 @@ def plot_learning_curves(
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
