@@ -122,6 +122,13 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     return path
 
 
+def publish_run(trainer: pl.Trainer, cfg: DictConfig, out: Path) -> None:
+    """The composed config, results.json and the run's pictures to the loggers that store files."""
+    from visionkit.loggers import publish_run as publish
+
+    publish(trainer.loggers, out, OmegaConf.to_container(cfg, resolve=True))
+
+
 def save_config(cfg: DictConfig, out: Path) -> None:
     """The composed config, resolved, as ``config.yaml`` at the top of the run directory."""
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

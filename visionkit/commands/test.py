@@ -27,5 +27,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results["checkpoint"] = str(cfg.ckpt_path)
     results["figures"] = task.save_figures("test", str(out))
     path = runner.write_results(out, results)
+    runner.publish_run(trainer, cfg, out)
     print(f"results: {path}")
     return results

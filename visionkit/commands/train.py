@@ -56,6 +56,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}
     results["figures"] = figures
     path = runner.write_results(out, results)
+    runner.publish_run(trainer, cfg, out)
     for callback in trainer.callbacks:  # e.g. the learning-curve diagnosis
         report = getattr(callback, "final_report", None)
         text = report() if callable(report) else None
