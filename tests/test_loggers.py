@@ -29,8 +29,9 @@ def logged_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
     pytest.importorskip("wandb")
     run = tmp_path_factory.mktemp("loggers") / "run"
     env = {**os.environ, "VISIONKIT_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", **NO_NETWORK}
+    args = ["train", "logger=[mlflow,wandb]", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}"]
     proc = subprocess.run(
-        [sys.executable, "-m", "visionkit", "train", "logger=[mlflow,wandb]", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}"],  # fmt: skip
+        [sys.executable, "-m", "visionkit", *args],
         capture_output=True,
         text=True,
         env=env,
