@@ -31,6 +31,22 @@ TASKS = {
     "instance_segmentation": ["val/segm_map", "val/bbox_map", "test/segm_map_50", "test/bbox_map"],
 }
 
+# error analysis after test: results.json keys and pictures (visionkit.evaluation.error_analysis)
+ANALYSIS = {
+    "semantic_segmentation": (
+        ["test/pixel_confusion"],
+        ["iou_per_class_test.png", "pixel_confusion_test.png"],
+    ),
+    "detection": (
+        ["test/per_class_ap", "test/confusion"],
+        ["pr_curves_test.png", "detection_confusion_test.png"],
+    ),
+    "instance_segmentation": (
+        ["test/per_class_ap", "test/confusion"],
+        ["pr_curves_bbox_test.png", "pr_curves_segm_test.png", "detection_confusion_test.png"],
+    ),
+}
+
 
 def extra(task: str) -> list[str]:
     if task == "semantic_segmentation":
@@ -46,6 +62,13 @@ def test_task_trains_tests_and_predicts(cli: CLI, tmp_path: Path, task: str) -> 
     for key in TASKS[task]:
         assert key in results, (key, sorted(results))
     assert (run / "checkpoints" / "best.ckpt").is_file()
+    keys, pictures = ANALYSIS[task]
+    assert set(keys) <= set(results), sorted(results)
+    for name in [*pictures, "learning_curves.png"]:
+        assert (run / name).read_bytes()[:4] == b"\x89PNG", name
+    assert {str(run / name) for name in pictures} <= set(results["figures"])
+    if task != "semantic_segmentation":
+        assert set(results["test/per_class_ap"] if task == "detection" else results["test/per_class_ap"]["bbox"]) == set(results["test/confusion"]["labels"][:-1])  # fmt: skip
     overlays = sorted((run / "overlays").glob("epoch000_*.png"))
     assert len(overlays) == 4 and overlays[0].read_bytes()[:4] == b"\x89PNG"
     if task != "semantic_segmentation":

@@ -26,6 +26,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results.update(task.extra_results("test"))
     results["checkpoint"] = str(cfg.ckpt_path)
     results["figures"] = task.save_figures("test", str(out))
+    analysis, pictures = runner.error_analysis(task, cfg, out)
+    results.update(analysis)
+    results["figures"] += pictures
     path = runner.write_results(out, results)
     runner.publish_run(trainer, cfg, out)
     print(f"results: {path}")

@@ -46,6 +46,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             figures += trainer.lightning_module.save_figures("test", str(out))
             results.update(trainer.lightning_module.extra_results("test"))
+            analysis, pictures = runner.error_analysis(trainer.lightning_module, cfg, out)
+            results.update(analysis)
+            figures += pictures
     if not trainer.is_global_zero:
         return results
     report = getattr(trainer.lightning_module, "finetune_report", None)

@@ -221,6 +221,7 @@ class DetectionTask(BaseTask):
             "ground_truth": str(gt_file),
             "evaluated_images": len(seen),
             "all_images": not subset,
+            "image_ids": sorted(seen),
         }
 
     def extra_results(self, stage: str) -> dict[str, Any]:
@@ -235,6 +236,27 @@ class DetectionTask(BaseTask):
             "test/evaluated_all_images": s["all_images"],
             "test/coco_backend": self.metric_backend,
         }
+
+    def error_analysis(self, output_dir: str, iou: float = 0.5, score: float = 0.5) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+        """After test: per-class AP, PR curves and the confusion matrix with background
+        (:mod:`visionkit.evaluation.error_analysis`) of the exported detections."""
+        from visionkit.evaluation.error_analysis import analyse_detections
+
+        s = self.test_summary
+        if not s:
+            return {}, []
+        found = analyse_detections(
+            s["ground_truth"],
+            json.loads(Path(s["detections"]).read_text()),
+            self.class_names,
+            output_dir,
+            self.iou_types,
+            image_ids=None if s["all_images"] else s["image_ids"],
+            iou=iou,
+            score=score,
+        )
+        results = {"test/per_class_ap": found["per_class_ap"], "test/confusion": found["confusion"]}  # fmt: skip
+        return results, found["figures"]
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_step(self, batch: Any, batch_idx: int) -> list[Target]:

@@ -94,7 +94,19 @@ class SemanticSegmentationTask(BaseTask):
         self.confusion.reset()
 
     def on_test_epoch_end(self) -> None:
-        self.last_iou["test"] = iou_from_confusion(self.confusion.compute().cpu())
+        self.test_confusion = self.confusion.compute().cpu()
+        self.last_iou["test"] = iou_from_confusion(self.test_confusion)
+
+    def error_analysis(self, output_dir: str, **options: Any) -> tuple[dict[str, Any], list[str]]:
+        """After test: per-class IoU bars and the pixel confusion matrix (the matrix the test
+        metrics come from), as PNGs; the matrix itself under ``test/pixel_confusion``."""
+        from visionkit.evaluation.error_analysis import analyse_semantic
+
+        matrix = getattr(self, "test_confusion", None)
+        if matrix is None or matrix.sum() == 0:
+            return {}, []
+        figures = analyse_semantic(matrix.numpy(), self.class_names, output_dir)
+        return {"test/pixel_confusion": matrix.tolist()}, figures
 
     def extra_results(self, stage: str) -> dict[str, Any]:
         """``<stage>/per_class_iou``: {class name: IoU or null when the class never appeared}."""
