@@ -67,6 +67,10 @@ def test_task_trains_tests_and_predicts(cli: CLI, tmp_path: Path, task: str) -> 
     for name in [*pictures, "learning_curves.png"]:
         assert (run / name).read_bytes()[:4] == b"\x89PNG", name
     assert {str(run / name) for name in pictures} <= set(results["figures"])
+    # the training metric of the learning curves is the task's own (mIoU, map_50, segm_map_50)
+    assert results["learning_curves"]["train_metric"][0] is not None
+    monitored = {"semantic_segmentation": "mIoU", "detection": "map_50", "instance_segmentation": "segm_map_50"}  # fmt: skip
+    assert results["diagnosis"]["metric"] == monitored[task]
     if task != "semantic_segmentation":
         assert set(results["test/per_class_ap"] if task == "detection" else results["test/per_class_ap"]["bbox"]) == set(results["test/confusion"]["labels"][:-1])  # fmt: skip
     overlays = sorted((run / "overlays").glob("epoch000_*.png"))
