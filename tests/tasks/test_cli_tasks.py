@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import CLI
@@ -67,6 +68,16 @@ def test_task_trains_tests_and_predicts(cli: CLI, tmp_path: Path, task: str) -> 
     for name in [*pictures, "learning_curves.png"]:
         assert (run / name).read_bytes()[:4] == b"\x89PNG", name
     assert {str(run / name) for name in pictures} <= set(results["figures"])
+    if task == "semantic_segmentation":  # the pixel matrix is the one the test IoUs come from
+        pixels = results["test/pixel_confusion"]
+        matrix = np.array(pixels["matrix"], dtype=float)
+        union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+        iou = {n: (None if u == 0 else float(tp / u)) for n, tp, u in zip(pixels["labels"], np.diag(matrix), union, strict=True)}  # fmt: skip
+        assert iou == pytest.approx(results["test/per_class_iou"])
+    else:  # per-class APs are the terms of the test mAP (COCOeval, either backend)
+        table = results["test/per_class_ap"] if task == "detection" else results["test/per_class_ap"]["bbox"]  # fmt: skip
+        aps = [row["ap"] for row in table.values() if row["ap"] is not None]
+        assert np.mean(aps) == pytest.approx(results["test/map" if task == "detection" else "test/bbox_map"], abs=1e-6)  # fmt: skip
     # the training metric of the learning curves is the task's own (mIoU, map_50, segm_map_50)
     assert results["learning_curves"]["train_metric"][0] is not None
     monitored = {"semantic_segmentation": "mIoU", "detection": "map_50", "instance_segmentation": "segm_map_50"}  # fmt: skip

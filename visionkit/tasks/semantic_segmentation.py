@@ -99,14 +99,17 @@ class SemanticSegmentationTask(BaseTask):
 
     def error_analysis(self, output_dir: str, **options: Any) -> tuple[dict[str, Any], list[str]]:
         """After test: per-class IoU bars and the pixel confusion matrix (the matrix the test
-        metrics come from), as PNGs; the matrix itself under ``test/pixel_confusion``."""
+        metrics come from), as PNGs; the matrix (rows true) and its class names under
+        ``test/pixel_confusion``."""
         from visionkit.evaluation.error_analysis import analyse_semantic
 
         matrix = getattr(self, "test_confusion", None)
         if matrix is None or matrix.sum() == 0:
             return {}, []
         figures = analyse_semantic(matrix.numpy(), self.class_names, output_dir)
-        return {"test/pixel_confusion": matrix.tolist()}, figures
+        return {
+            "test/pixel_confusion": {"labels": self.class_names, "matrix": matrix.tolist()}
+        }, figures
 
     def extra_results(self, stage: str) -> dict[str, Any]:
         """``<stage>/per_class_iou``: {class name: IoU or null when the class never appeared}."""
