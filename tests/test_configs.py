@@ -6,6 +6,8 @@ mapping fails here, so no config goes untested.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -142,9 +144,11 @@ def check(rel: str) -> None:
     elif group in ("logger", "callbacks"):
         if group == "logger" and name in ("mlflow", "wandb"):  # the `loggers` extra
             pytest.importorskip(name)
-        for node in cfg[group].values():
-            if node is not None:
-                instantiate(node)
+        # MLflow's logger opens its store (a sqlite file under the output dir) when built
+        with tempfile.TemporaryDirectory() as cwd, contextlib.chdir(cwd):
+            for node in cfg[group].values():
+                if node is not None:
+                    instantiate(node)
     elif group == "finetune":
         CALLBACKS.build(cfg.finetune)
     else:
