@@ -99,6 +99,9 @@ def test_analysis_writes_figures_and_tables(tmp_path: Path) -> None:
     assert all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in found["figures"])
     assert found["confusion"]["per_class"]["b"] == {"correct": 1, "misclassified": 1, "missed": 0, "spurious": 1}  # fmt: skip
     assert set(found["per_class_ap"]) == {"a", "b"}
+    nothing = analyse_detections(gt, [], NAMES, tmp_path / "empty")  # an untrained detector
+    assert nothing["confusion"]["matrix"] == [[0, 0, 2], [0, 0, 2], [0, 0, 0]]
+    assert {row["ap"] for row in nothing["per_class_ap"].values()} == {0.0}
     semantic = analyse_semantic(np.array([[50, 5, 0], [10, 30, 0], [0, 0, 0]]), ["bg", "x", "y"], tmp_path)  # fmt: skip
     assert [Path(f).name for f in semantic] == [
         "iou_per_class_test.png",

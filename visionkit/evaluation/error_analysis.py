@@ -83,7 +83,7 @@ def per_class_ap(ev: Any, names: Sequence[str]) -> dict[str, dict[str, Any]]:
             x = x[x > -1]
             return float(x.mean()) if x.size else None
 
-        gts = [g for g in ev.cocoGt.getAnnIds(catIds=[cat], imgIds=ev.params.imgIds, iscrowd=False)]  # fmt: skip
+        gts = ev.cocoGt.getAnnIds(catIds=[cat], imgIds=ev.params.imgIds, iscrowd=False)
         table[names[k]] = {
             "ap": float(valid.mean()) if valid.size else None,
             "ap50": mean(p[t50]),
