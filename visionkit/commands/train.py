@@ -4,7 +4,8 @@ results.json: ``test/*`` of the best checkpoint and ``val/*`` of the same epoch 
 when it was saved, :class:`~visionkit.callbacks.best_metrics.BestMetrics`), ``best_epoch``,
 ``best_checkpoint``, ``best_score``; the last epoch's validation under ``last/val/*`` and its
 ``train/*``. Without a monitored checkpoint the tested weights are the last ones, and ``val/*``
-equals ``last/val/*``.
+equals ``last/val/*``. Callbacks add their ``extra_results`` (the learning curves: ``diagnosis``,
+printed at the end, and ``learning_curves``), the task's error analysis its ``test/*`` tables.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     path = runner.write_results(out, results)
     runner.publish_run(trainer, cfg, out)
     for callback in trainer.callbacks:  # e.g. the learning-curve diagnosis
-        report = getattr(callback, "final_report", None)
-        text = report() if callable(report) else None
+        final_report = getattr(callback, "final_report", None)
+        text = final_report() if callable(final_report) else None
         if text:
             print(text)
     print(f"results: {path}")
