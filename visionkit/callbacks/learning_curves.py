@@ -21,7 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 
-from visionkit.learning_curves import diagnose, format_diagnosis, plot_learning_curves
+from visionkit.diagnosis import diagnose, format_diagnosis, plot_learning_curves
 from visionkit.runner import checkpoint_callback, scalar_metrics
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_eval_loss", "train_metric", "val_loss", "val_metric", "lr")  # fmt: skip
@@ -32,7 +32,7 @@ class LearningCurves(pl.Callback):
 
     ``monitor``/``mode``: the validation metric (default: the checkpoint's); ``train_images``: size
     of the training subset measured (0 turns the pass off); ``diagnosis``: thresholds of
-    :func:`visionkit.learning_curves.diagnose` (``low_train_metric``, ``gap``, ``patience``,
+    :func:`visionkit.diagnosis.diagnose` (``low_train_metric``, ``gap``, ``patience``,
     ``min_delta``).
     """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from visionkit.learning_curves import diagnose, format_diagnosis, plot_learning_curves
+from visionkit.diagnosis import diagnose, format_diagnosis, plot_learning_curves
 
 THRESHOLDS = {"low_train_metric": 0.7, "gap": 0.1, "patience": 2, "min_delta": 0.005}
 
