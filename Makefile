@@ -1,5 +1,5 @@
 # The README's two commands: `make run` trains the default experiment, `make test` runs the suite.
-# Both create .venv when it is missing and install visionkit (editable, dev extras) and the
+# Both create .venv when it is missing and install visionkit (editable, dev and loggers extras) and the
 # example plugin into it. Nothing is downloaded at run time.
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml plugins/visionkit-example/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' -e plugins/visionkit-example
+	$(PY) -m pip install -q -e '.[dev,loggers]' -e plugins/visionkit-example
 	touch $(STAMP)
 
 run: $(STAMP)

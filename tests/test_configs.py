@@ -6,6 +6,8 @@ mapping fails here, so no config goes untested.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +24,7 @@ from visionkit.plugins import conf_dir, load_all, plugin_config_dirs, register_c
 from visionkit.schedulers import build_scheduler
 
 CONF = conf_dir()
-PRIMARY = {"train", "predict", "analyze", "browse"}
+PRIMARY = {"train", "predict", "analyze", "browse", "stats"}
 TASKS_ORDER = ["classification", "semantic_segmentation", "detection", "instance_segmentation"]
 
 
@@ -140,9 +142,13 @@ def check(rel: str) -> None:
             kwargs.update(devices=1)
         pl.Trainer(**kwargs)
     elif group in ("logger", "callbacks"):
-        for node in cfg[group].values():
-            if node is not None:
-                instantiate(node)
+        if group == "logger" and name in ("mlflow", "wandb"):  # the `loggers` extra
+            pytest.importorskip(name)
+        # MLflow's logger opens its store (a sqlite file under the output dir) when built
+        with tempfile.TemporaryDirectory() as cwd, contextlib.chdir(cwd):
+            for node in cfg[group].values():
+                if node is not None:
+                    instantiate(node)
     elif group == "finetune":
         CALLBACKS.build(cfg.finetune)
     else:

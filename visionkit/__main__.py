@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "predict": ("visionkit.commands.predict:run", "predict"),
     "analyze": ("visionkit.commands.analyze:run", "analyze"),
     "browse": ("visionkit.commands.browse:run", "browse"),
+    "stats": ("visionkit.commands.stats:run", "stats"),
     "list": ("visionkit.commands.list:main", None),
 }
 

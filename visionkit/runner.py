@@ -251,6 +251,23 @@ def write_results(out: Path, results: dict[str, Any]) -> Path:
     return path
 
 
+def publish_run(trainer: pl.Trainer, cfg: DictConfig, out: Path) -> None:
+    """The composed config, results.json and the run's pictures to the loggers that store files."""
+    from visionkit.loggers import publish_run as publish
+
+    publish(trainer.loggers, out, OmegaConf.to_container(cfg, resolve=True))
+
+
+def error_analysis(task: BaseTask, cfg: DictConfig, out: Path) -> tuple[dict[str, Any], list[str]]:
+    """The task's error analysis after test (``cfg.error_analysis``; null: none): results.json
+    entries and the pictures written. Tasks without ``error_analysis`` give nothing."""
+    options = cfg.get("error_analysis")
+    analyse = getattr(task, "error_analysis", None)
+    if options is None or not callable(analyse):
+        return {}, []
+    return analyse(str(out), **OmegaConf.to_container(options, resolve=True))
+
+
 def save_config(cfg: DictConfig, out: Path) -> None:
     """The composed config, resolved, as ``config.yaml`` at the top of the run directory."""
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -56,6 +56,26 @@ def test_train_writes_config_checkpoints_metrics_results_and_picture(trained_run
     assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_train_draws_learning_curves_and_stores_the_diagnosis(trained_run: Path) -> None:
+    """Per epoch: the training metric (an eval pass on training images, train_eval/acc in
+    metrics.csv), the validation metric, losses and rates; a verdict with its numbers."""
+    picture = trained_run / "learning_curves.png"
+    assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((trained_run / "results.json").read_text())
+    curves, diagnosis = results["learning_curves"], results["diagnosis"]
+    assert curves["png"] == str(picture) and curves["epoch"] == [0, 1]
+    rows = logged_rows(trained_run, "train_eval/")
+    assert curves["train_metric"] == pytest.approx([rows[e]["train_eval/acc"] for e in (0, 1)])
+    assert curves["train_eval_loss"] == pytest.approx([rows[e]["train_eval/loss"] for e in (0, 1)])
+    val = logged_rows(trained_run, "val/")
+    assert curves["val_metric"] == pytest.approx([val[e]["val/acc"] for e in (0, 1)])
+    assert all(loss > 0 for loss in curves["train_loss"]) and set(curves["lr"][0]) >= {"head"}
+    assert diagnosis["verdict"] in ("underfitting", "overfitting", "both", "neither")
+    assert diagnosis["metric"] == "acc" and diagnosis["epochs"] == 2
+    assert diagnosis["train_best"] == pytest.approx(max(curves["train_metric"]))
+    assert diagnosis["thresholds"]["low_train_metric"] == 0.7 and diagnosis["reasons"]
+
+
 def max_logged(run: Path, key: str) -> float:
     lines = (run / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
@@ -142,7 +162,7 @@ def test_unknown_command_suggests(cli: CLI) -> None:
 
 def test_help_lists_commands_and_does_not_import_torch(cli: CLI) -> None:
     proc = cli("--help", env={"PYTHONVERBOSE": "1"}, check=True)
-    assert "Commands: train, test, predict, list, analyze, browse" in proc.stdout
+    assert "Commands: train, test, predict, list, analyze, browse, stats" in proc.stdout
     assert "task: classification" in proc.stdout
     imported = [line for line in proc.stderr.splitlines() if line.startswith("import ")]
     assert imported, "PYTHONVERBOSE should log imports"

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import CLI
@@ -31,6 +32,22 @@ TASKS = {
     "instance_segmentation": ["val/segm_map", "val/bbox_map", "test/segm_map_50", "test/bbox_map"],
 }
 
+# error analysis after test: results.json keys and pictures (visionkit.evaluation.error_analysis)
+ANALYSIS = {
+    "semantic_segmentation": (
+        ["test/pixel_confusion"],
+        ["iou_per_class_test.png", "pixel_confusion_test.png"],
+    ),
+    "detection": (
+        ["test/per_class_ap", "test/confusion"],
+        ["pr_curves_test.png", "detection_confusion_test.png"],
+    ),
+    "instance_segmentation": (
+        ["test/per_class_ap", "test/confusion"],
+        ["pr_curves_bbox_test.png", "pr_curves_segm_test.png", "detection_confusion_test.png"],
+    ),
+}
+
 
 def extra(task: str) -> list[str]:
     if task == "semantic_segmentation":
@@ -46,6 +63,27 @@ def test_task_trains_tests_and_predicts(cli: CLI, tmp_path: Path, task: str) -> 
     for key in TASKS[task]:
         assert key in results, (key, sorted(results))
     assert (run / "checkpoints" / "best.ckpt").is_file()
+    keys, pictures = ANALYSIS[task]
+    assert set(keys) <= set(results), sorted(results)
+    for name in [*pictures, "learning_curves.png"]:
+        assert (run / name).read_bytes()[:4] == b"\x89PNG", name
+    assert {str(run / name) for name in pictures} <= set(results["figures"])
+    if task == "semantic_segmentation":  # the pixel matrix is the one the test IoUs come from
+        pixels = results["test/pixel_confusion"]
+        matrix = np.array(pixels["matrix"], dtype=float)
+        union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+        iou = {n: (None if u == 0 else float(tp / u)) for n, tp, u in zip(pixels["labels"], np.diag(matrix), union, strict=True)}  # fmt: skip
+        assert iou == pytest.approx(results["test/per_class_iou"])
+    else:  # per-class APs are the terms of the test mAP (COCOeval, either backend)
+        table = results["test/per_class_ap"] if task == "detection" else results["test/per_class_ap"]["bbox"]  # fmt: skip
+        aps = [row["ap"] for row in table.values() if row["ap"] is not None]
+        assert np.mean(aps) == pytest.approx(results["test/map" if task == "detection" else "test/bbox_map"], abs=1e-6)  # fmt: skip
+    # the training metric of the learning curves is the task's own (mIoU, map_50, segm_map_50)
+    assert results["learning_curves"]["train_metric"][0] is not None
+    monitored = {"semantic_segmentation": "mIoU", "detection": "map_50", "instance_segmentation": "segm_map_50"}  # fmt: skip
+    assert results["diagnosis"]["metric"] == monitored[task]
+    if task != "semantic_segmentation":
+        assert set(results["test/per_class_ap"] if task == "detection" else results["test/per_class_ap"]["bbox"]) == set(results["test/confusion"]["labels"][:-1])  # fmt: skip
     overlays = sorted((run / "overlays").glob("epoch000_*.png"))
     assert len(overlays) == 4 and overlays[0].read_bytes()[:4] == b"\x89PNG"
     if task != "semantic_segmentation":

@@ -27,6 +27,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results.update(runner.data_results(dm))
     results["checkpoint"] = str(cfg.ckpt_path)
     results["figures"] = task.save_figures("test", str(out))
+    analysis, pictures = runner.error_analysis(task, cfg, out)
+    results.update(analysis)
+    results["figures"] += pictures
     path = runner.write_results(out, results)
+    runner.publish_run(trainer, cfg, out)
     print(f"results: {path}")
     return results

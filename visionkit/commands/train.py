@@ -4,7 +4,8 @@ results.json: ``test/*`` of the best checkpoint and ``val/*`` of the same epoch 
 when it was saved, :class:`~visionkit.callbacks.best_metrics.BestMetrics`), ``best_epoch``,
 ``best_checkpoint``, ``best_score``; the last epoch's validation under ``last/val/*`` and its
 ``train/*``. Without a monitored checkpoint the tested weights are the last ones, and ``val/*``
-equals ``last/val/*``.
+equals ``last/val/*``. Callbacks add their ``extra_results`` (the learning curves: ``diagnosis``,
+printed at the end, and ``learning_curves``), the task's error analysis its ``test/*`` tables.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             figures += trainer.lightning_module.save_figures("test", str(out))
             results.update(trainer.lightning_module.extra_results("test"))
+            analysis, pictures = runner.error_analysis(trainer.lightning_module, cfg, out)
+            results.update(analysis)
+            figures += pictures
     if not trainer.is_global_zero:
         return results
     results.update(runner.data_results(dm))
@@ -61,5 +65,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}
     results["figures"] = figures
     path = runner.write_results(out, results)
+    runner.publish_run(trainer, cfg, out)
+    for callback in trainer.callbacks:  # e.g. the learning-curve diagnosis
+        final_report = getattr(callback, "final_report", None)
+        text = final_report() if callable(final_report) else None
+        if text:
+            print(text)
     print(f"results: {path}")
     return results

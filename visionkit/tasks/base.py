@@ -9,7 +9,7 @@ saved as hyperparameters, so a checkpoint alone restores it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -109,6 +109,45 @@ class BaseTask(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> Any:
         return self.eval_step(batch, "val")
+
+    # the task's validation metric on other data (learning curves: a subset of training images)
+    def measure(self, batch: Any, *metrics: Any) -> torch.Tensor | None:
+        """Forward one batch and update each of ``metrics`` (torchmetrics objects built like
+        :meth:`validation_metric`); returns the batch's loss, or None where the model gives none in
+        eval mode. ``eval_step`` is built on it, so both measure the same thing."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement measure")
+
+    def validation_metric(self) -> Any:
+        """The torchmetrics object (or collection) validation updates; :meth:`metric_pass` clones it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement validation_metric")
+
+    def metric_values(self, computed: Mapping[str, Any]) -> dict[str, float]:
+        """Scalar results of ``validation_metric().compute()`` under their bare names (``acc``)."""
+        return {k.rsplit("/", 1)[-1]: float(v) for k, v in computed.items() if v.numel() == 1}
+
+    @torch.no_grad()
+    def metric_pass(self, batches: Iterable[Any]) -> dict[str, float]:
+        """The validation metric and loss over ``batches`` in eval mode, on a fresh copy of the
+        metric: the validation's own state is untouched. Keys are bare names (``acc``, ``loss``)."""
+        metric = self.validation_metric().clone()
+        metric.reset()
+        was_training = self.training
+        self.eval()
+        total, count, seen = 0.0, 0, 0
+        try:
+            for batch in batches:
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                n = len(batch[0])
+                loss = self.measure(batch, metric)
+                seen += n
+                if loss is not None:
+                    total, count = total + float(loss) * n, count + n
+            values = self.metric_values(metric.compute()) if seen else {}
+        finally:
+            self.train(was_training)
+        if count:
+            values["loss"] = total / count
+        return values
 
     def test_step(self, batch: Any, batch_idx: int) -> Any:
         return self.eval_step(batch, "test")

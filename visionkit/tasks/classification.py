@@ -49,15 +49,22 @@ class ClassificationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def measure(self, batch: tuple[torch.Tensor, torch.Tensor], *metrics: Any) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        n = images.shape[0]
-        self.log(f"{stage}/loss", self.criterion(logits, targets), batch_size=n, sync_dist=True)
         hard = targets.argmax(dim=1) if targets.ndim == 2 else targets
+        for metric in metrics:
+            metric.update(logits, hard)
+        return self.criterion(logits, targets)
+
+    def validation_metric(self) -> MetricCollection:
+        return self.val_metrics
+
+    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        n = batch[0].shape[0]
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(logits, hard)
-        self.confusion.update(logits, hard)
+        loss = self.measure(batch, metrics, self.confusion)
+        self.log(f"{stage}/loss", loss, batch_size=n, sync_dist=True)
         self.log_dict(metrics, batch_size=n, prog_bar=stage == "val")
 
     def on_validation_epoch_start(self) -> None:

@@ -105,19 +105,32 @@ class DetectionTask(BaseTask):
                 t_out[-1]["masks"] = t["masks"].bool()
         return p_out, t_out
 
-    def validation_step(self, batch: tuple[list, list], batch_idx: int) -> None:
+    def measure(self, batch: tuple[list, list], *metrics: Any) -> None:
+        """Detectors give no loss in eval mode: None."""
         images, targets = batch
         preds, tgts = self._metric_inputs(self(images), targets)
-        self.val_map.update(preds, tgts)
+        for metric in metrics:
+            metric.update(preds, tgts)
+        return None
 
-    def on_validation_epoch_end(self) -> None:
-        values = self.val_map.compute()
-        self.val_map.reset()
-        logged = {
-            f"val/{k}": v.float()
-            for k, v in values.items()
+    def validation_metric(self) -> MeanAveragePrecision:
+        return self.val_map
+
+    def metric_values(self, computed: dict[str, Any]) -> dict[str, float]:
+        """The scalar COCO numbers (``map``, ``map_50``, ...; per-class lists left out)."""
+        return {
+            k: float(v)
+            for k, v in computed.items()
             if v.numel() == 1 and not k.endswith("classes") and "per_class" not in k
         }
+
+    def validation_step(self, batch: tuple[list, list], batch_idx: int) -> None:
+        self.measure(batch, self.val_map)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.metric_values(self.val_map.compute())
+        self.val_map.reset()
+        logged = {f"val/{k}": torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
         self.log_dict(logged, prog_bar=False)
 
     # -- test (exported detections evaluated with COCOeval) ----------------------------------
@@ -209,6 +222,7 @@ class DetectionTask(BaseTask):
             "ground_truth": str(gt_file),
             "evaluated_images": len(seen),
             "all_images": not subset,
+            "image_ids": sorted(seen),
         }
 
     def extra_results(self, stage: str) -> dict[str, Any]:
@@ -223,6 +237,27 @@ class DetectionTask(BaseTask):
             "test/evaluated_all_images": s["all_images"],
             "test/coco_backend": self.metric_backend,
         }
+
+    def error_analysis(self, output_dir: str, iou: float = 0.5, score: float = 0.5) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+        """After test: per-class AP, PR curves and the confusion matrix with background
+        (:mod:`visionkit.evaluation.error_analysis`) of the exported detections."""
+        from visionkit.evaluation.error_analysis import analyse_detections
+
+        s = self.test_summary
+        if not s:
+            return {}, []
+        found = analyse_detections(
+            s["ground_truth"],
+            json.loads(Path(s["detections"]).read_text()),
+            self.class_names,
+            output_dir,
+            self.iou_types,
+            image_ids=None if s["all_images"] else s["image_ids"],
+            iou=iou,
+            score=score,
+        )
+        results = {"test/per_class_ap": found["per_class_ap"], "test/confusion": found["confusion"]}  # fmt: skip
+        return results, found["figures"]
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_step(self, batch: Any, batch_idx: int) -> list[Target]:

@@ -66,15 +66,22 @@ class SemanticSegmentationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def measure(self, batch: tuple[torch.Tensor, torch.Tensor], *metrics: Any) -> torch.Tensor:
         images, masks = batch
         logits = self(images)
-        n = images.shape[0]
-        self.log(f"{stage}/loss", self.criterion(logits, masks), batch_size=n, sync_dist=True)
         preds = logits.argmax(dim=1)
+        for metric in metrics:
+            metric.update(preds, masks)
+        return self.criterion(logits, masks)
+
+    def validation_metric(self) -> MetricCollection:
+        return self.val_metrics
+
+    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        n = batch[0].shape[0]
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(preds, masks)
-        self.confusion.update(preds, masks)
+        loss = self.measure(batch, metrics, self.confusion)
+        self.log(f"{stage}/loss", loss, batch_size=n, sync_dist=True)
         self.log_dict(metrics, batch_size=n, prog_bar=stage == "val")
 
     def on_validation_epoch_start(self) -> None:
@@ -87,7 +94,22 @@ class SemanticSegmentationTask(BaseTask):
         self.confusion.reset()
 
     def on_test_epoch_end(self) -> None:
-        self.last_iou["test"] = iou_from_confusion(self.confusion.compute().cpu())
+        self.test_confusion = self.confusion.compute().cpu()
+        self.last_iou["test"] = iou_from_confusion(self.test_confusion)
+
+    def error_analysis(self, output_dir: str, **options: Any) -> tuple[dict[str, Any], list[str]]:
+        """After test: per-class IoU bars and the pixel confusion matrix (the matrix the test
+        metrics come from), as PNGs; the matrix (rows true) and its class names under
+        ``test/pixel_confusion``."""
+        from visionkit.evaluation.error_analysis import analyse_semantic
+
+        matrix = getattr(self, "test_confusion", None)
+        if matrix is None or matrix.sum() == 0:
+            return {}, []
+        figures = analyse_semantic(matrix.numpy(), self.class_names, output_dir)
+        return {
+            "test/pixel_confusion": {"labels": self.class_names, "matrix": matrix.tolist()}
+        }, figures
 
     def extra_results(self, stage: str) -> dict[str, Any]:
         """``<stage>/per_class_iou``: {class name: IoU or null when the class never appeared}."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from visionkit.loggers import CSVLogger
+from visionkit.loggers.resumable_csv import CSVLogger
 
 
 def rows(path: Path) -> list[dict[str, str]]:
