@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import CLI, FAST
+from tests.conftest import CLI, FAST, run_cli
 from tests.test_plugins import make_clashing_plugin
 
 
@@ -27,15 +25,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, site: dict[str
     """One short run with the example plugin's activation, chosen over the clash by config key."""
     out = tmp_path_factory.mktemp("ckpt") / "run"
     args = ["train", *FAST, "model.act=squareplus", "+plugins.prefer.squareplus=visionkit-example"]
-    env = {**os.environ, **site, "VISIONKIT_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "visionkit", *args, "test_after_fit=false", f"hydra.run.dir={out}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(*args, "test_after_fit=false", f"hydra.run.dir={out}", cwd=out.parent, data_dir=data_dir, env=site, check=True)  # fmt: skip
     return out
 
 

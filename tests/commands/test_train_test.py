@@ -13,30 +13,10 @@ from tests.conftest import CLI
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """One short classification training run shared by the tests below."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import FAST
+    from tests.conftest import FAST, run_cli
 
     run = tmp_path_factory.mktemp("cls") / "run"
-    env = {**os.environ, "VISIONKIT_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "visionkit",
-            "train",
-            *FAST,
-            "trainer.max_epochs=2",
-            f"hydra.run.dir={run}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli("train", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=run.parent, data_dir=data_dir, check=True)  # fmt: skip
     return run
 
 

@@ -102,10 +102,15 @@ class BaseTask(pl.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------
     def eval_step(self, batch: Any, stage: str) -> Any:
-        """One validation or test batch (``stage`` is ``"val"`` or ``"test"``). Tasks implement it, or
-        override ``validation_step``/``test_step`` where the two differ (detection exports on test).
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not implement eval_step")
+        """One validation or test batch (``stage`` is ``"val"`` or ``"test"``): :meth:`measure` into
+        the task's ``val_metrics`` / ``test_metrics`` collections and its ``confusion`` matrix, then
+        log the loss and the collection. Tasks whose evaluation differs override this (or
+        ``validation_step``/``test_step``: detection exports on test)."""
+        n = len(batch[0])
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        loss = self.measure(batch, metrics, self.confusion)
+        self.log(f"{stage}/loss", loss, batch_size=n, sync_dist=True)
+        self.log_dict(metrics, batch_size=n, prog_bar=stage == "val")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Any:
         return self.eval_step(batch, "val")
@@ -119,7 +124,7 @@ class BaseTask(pl.LightningModule):
 
     def validation_metric(self) -> Any:
         """The torchmetrics object (or collection) validation updates; :meth:`metric_pass` clones it."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement validation_metric")
+        return self.val_metrics
 
     def metric_values(self, computed: Mapping[str, Any]) -> dict[str, float]:
         """Scalar results of ``validation_metric().compute()`` under their bare names (``acc``)."""

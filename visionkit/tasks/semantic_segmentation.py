@@ -74,16 +74,6 @@ class SemanticSegmentationTask(BaseTask):
             metric.update(preds, masks)
         return self.criterion(logits, masks)
 
-    def validation_metric(self) -> MetricCollection:
-        return self.val_metrics
-
-    def eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
-        n = batch[0].shape[0]
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        loss = self.measure(batch, metrics, self.confusion)
-        self.log(f"{stage}/loss", loss, batch_size=n, sync_dist=True)
-        self.log_dict(metrics, batch_size=n, prog_bar=stage == "val")
-
     def on_validation_epoch_start(self) -> None:
         self.confusion.reset()
 
