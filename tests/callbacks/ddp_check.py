@@ -12,9 +12,20 @@ import time
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from finetune_toy import ToyData, make_task, trainer
 
-from visionkit.callbacks.finetuning import weights_equal_across_ranks
+
+def weights_equal_across_ranks(module: torch.nn.Module) -> bool:
+    """Whether every parameter equals rank 0's (all ranks must call it; True without a group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return True
+    flat = torch.cat([p.detach().reshape(-1).float() for p in module.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    same = torch.tensor([float(torch.equal(flat, reference))])
+    dist.all_reduce(same, op=dist.ReduceOp.MIN)
+    return bool(same.item())
 
 
 class RankCheck(pl.Callback):

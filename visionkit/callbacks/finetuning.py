@@ -24,7 +24,6 @@ import math
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -344,17 +343,3 @@ class Evaluate(FinetuneSchedule):
             pl_module.finetune_report = self.report
             if self.verbose and trainer.is_global_zero:
                 print("finetune 'evaluate': no training; the pretrained model is evaluated as is")
-
-
-def weights_equal_across_ranks(module: nn.Module) -> bool:
-    """Whether every parameter equals rank 0's (all ranks must call it; True without a group)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return True
-    flat = torch.cat([p.detach().reshape(-1).float() for p in module.parameters()])
-    reference = flat.clone()
-    dist.broadcast(reference, src=0)
-    same = torch.tensor([float(torch.equal(flat, reference))])
-    dist.all_reduce(same, op=dist.ReduceOp.MIN)
-    return bool(same.item())

@@ -111,7 +111,6 @@ class VisionDataModule(pl.LightningDataModule):
         self,
         task: str = "classification",
         root: str | None = None,
-        data_dir: str | None = None,
         image_size: int = 64,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -166,7 +165,7 @@ class VisionDataModule(pl.LightningDataModule):
         if (mixup_alpha or cutmix_alpha) and multi_label:
             raise ConfigError("data.mixup_alpha / cutmix_alpha cannot combine with multi_label")
         self.task = task
-        self.root = Path(root or data_dir or "data").expanduser()
+        self.root = Path(root or "data").expanduser()
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)

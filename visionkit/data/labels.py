@@ -112,18 +112,6 @@ def from_detector_labels(labels: Any) -> Any:
 
 
 # -- classification target encodings ---------------------------------------------------------------
-def one_hot(targets: Any, num_classes: int, smoothing: float = 0.0) -> Any:
-    """int64 [N] -> float [N,K]; ``smoothing`` spreads that mass uniformly (label smoothing)."""
-    import torch
-
-    if not 0.0 <= smoothing < 1.0:
-        raise ConfigError(f"label smoothing must be in [0, 1), got {smoothing}")
-    out = torch.nn.functional.one_hot(targets.long(), num_classes).float()
-    if smoothing:
-        out = out * (1.0 - smoothing) + smoothing / num_classes
-    return out
-
-
 def multi_hot(label_sets: Sequence[Sequence[int]], num_classes: int) -> Any:
     """Per-sample lists of indices -> float [N,K] multi-hot targets (multi-label)."""
     import torch

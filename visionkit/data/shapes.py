@@ -21,7 +21,7 @@ from visionkit.data.datasets.shapes import ShapesSpec, ensure_shapes
 
 
 class ShapesDataModule(CocoDataModule):
-    """Generated shapes (circle, square, triangle, star, hexagon, cross; ids 1, 3, ..., 11)."""
+    """Generated shapes (circle, square, triangle, star, cross, semicircle; ids 1, 3, ..., 11)."""
 
     FORMAT = "shapes"
 

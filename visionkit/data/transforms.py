@@ -29,7 +29,6 @@ class Sanitize(v2.Transform):
         super().__init__()
         self.min_size = min_size
         self.min_mask_area = min_mask_area
-        self.removed_total = 0  # per process (workers hold their own copy)
 
     def forward(self, *inputs: Any) -> Any:
         sample = inputs if len(inputs) > 1 else inputs[0]
@@ -51,7 +50,6 @@ class Sanitize(v2.Transform):
         if masks is not None:
             out["masks"] = tv_tensors.wrap(masks[keep], like=masks)
         out["removed"] = int(target.get("removed", 0)) + removed
-        self.removed_total += removed
         return image, out
 
 

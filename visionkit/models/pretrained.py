@@ -88,7 +88,6 @@ def load_pretrained(task: Any, path: str | os.PathLike, verbose: bool = True) ->
             f"no tensor of {path} matches the backbone {type(task.backbone).__name__} "
             f"(config key {CONFIG_KEY}); first file keys: {report.unexpected[:5]}"
         )
-    task.pretrained_report = report
     if verbose:
         print(report.summary())
     return report

@@ -70,7 +70,6 @@ class DetectionTask(BaseTask):
         self.val_map = MeanAveragePrecision(iou_type=iou, backend=self.metric_backend)
         self._test_groups: list[tuple[int, list[dict[str, Any]], Target]] = []
         self._gt_sizes: dict[int, tuple[int, int]] = {}
-        self.detections_path: str | None = None
         self.test_summary: dict[str, Any] = {}
 
     # -- model -------------------------------------------------------------------------------
@@ -192,7 +191,6 @@ class DetectionTask(BaseTask):
             summary = self._evaluate_test(groups)
         summary = _broadcast(summary)
         self.test_summary = summary
-        self.detections_path = summary.get("detections")
         metrics = {f"test/{k}": v for k, v in summary.get("metrics", {}).items()}
         self.log_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()})
         self._test_groups = []

@@ -31,10 +31,7 @@ class LinearHead(nn.Module):
 
 @HEADS.register("conv", aliases=("conv1x1",))
 class ConvHead(nn.Module):
-    """A 1x1 convolution in place of the fully connected layer (fully convolutional), then pooling.
-
-    ``class_map(features)`` gives the per-position logits [N, K, h, w].
-    """
+    """A 1x1 convolution in place of the fully connected layer (fully convolutional), then pooling."""
 
     def __init__(
         self, feature_info: list[FeatureInfo], num_classes: int, dropout: float = 0.0
@@ -43,8 +40,5 @@ class ConvHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(feature_info[-1].channels, num_classes, kernel_size=1)
 
-    def class_map(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.dropout(features[-1]))
-
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.class_map(features).mean(dim=(2, 3))
+        return self.classifier(self.dropout(features[-1])).mean(dim=(2, 3))
