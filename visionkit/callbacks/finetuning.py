@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from visionkit.errors import ConfigError
+from visionkit.lightning_compat import rewrap_ddp
 
 BN_POLICIES = ("train", "frozen", "frozen_affine")
 
@@ -180,8 +181,7 @@ class FinetuneSchedule(pl.Callback):
         strategy.model = module  # drop the old wrapper (and its reducer's autograd hooks) first
         del ddp
         gc.collect()
-        strategy.model = strategy._setup_model(module)  # broadcasts rank 0's weights and buffers
-        strategy._register_ddp_hooks()
+        rewrap_ddp(strategy, module)  # broadcasts rank 0's weights and buffers
         self._wrapped = wanted
 
     # -- Lightning hooks ------------------------------------------------------------------
@@ -332,14 +332,20 @@ def use_multi_stage_head(task: Any, stages: list[int] | None, verbose: bool = Tr
 
 
 class Evaluate(FinetuneSchedule):
-    """``evaluate``: no training (``max_epochs`` set to 0); the pretrained model is tested as is."""
+    """``evaluate``: no training (``trainer.should_stop`` before the first epoch); the pretrained
+    model is tested as is."""
 
     name = "evaluate"
     train_neck = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            trainer.fit_loop.max_epochs = 0
+            if trainer.min_epochs or trainer.min_steps:  # they would outweigh should_stop
+                raise ConfigError(
+                    "finetune 'evaluate' trains nothing; it cannot combine with "
+                    f"trainer.min_epochs={trainer.min_epochs} or trainer.min_steps={trainer.min_steps}"
+                )
+            trainer.should_stop = True  # min_epochs is 0: the fit loop stops before epoch 0
             pl_module.finetune_report = self.report
             if self.verbose and trainer.is_global_zero:
                 print("finetune 'evaluate': no training; the pretrained model is evaluated as is")

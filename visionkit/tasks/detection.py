@@ -134,8 +134,7 @@ class DetectionTask(BaseTask):
 
     # -- test (exported detections evaluated with COCOeval) ----------------------------------
     def _datamodule(self) -> Any:
-        trainer = getattr(self, "_trainer", None)
-        return getattr(trainer, "datamodule", None) if trainer is not None else None
+        return getattr(self.trainer, "datamodule", None)
 
     def _gt_file(self) -> Path | None:
         """The test split's COCO ground truth (validated when on_bad=skip removed anything)."""

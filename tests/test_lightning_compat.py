@@ -1,0 +1,52 @@
+"""visionkit.lightning_compat: the private Lightning names it relies on still exist, unchanged."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+
+from visionkit import lightning_compat
+
+PACKAGE = Path(lightning_compat.__file__).resolve().parent
+
+
+def test_installed_lightning_was_checked() -> None:
+    assert pl.__version__ in lightning_compat.CHECKED_VERSIONS, (
+        f"pytorch-lightning {pl.__version__} is installed but visionkit/lightning_compat.py was "
+        f"checked against {lightning_compat.CHECKED_VERSIONS}: re-check its private names "
+        "(test_private_names_exist below, the DDP test of tests/callbacks/test_finetuning.py), "
+        "then add the version"
+    )
+
+
+@pytest.mark.parametrize(("target", "method", "params"), lightning_compat.PRIVATE_NAMES)
+def test_private_names_exist(target: str, method: str, params: tuple[str, ...]) -> None:
+    module, _, cls_name = target.partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    fn = getattr(cls, method, None)
+    assert callable(fn), f"{target}.{method} is gone: visionkit.lightning_compat must change"
+    got = tuple(p for p in inspect.signature(fn).parameters if p != "self")
+    assert got == params, f"{target}.{method} now takes {got}, not {params}"
+
+
+def test_no_other_module_touches_lightning_private_names() -> None:
+    """Only lightning_compat calls the private names it isolates; no module reads a private
+    attribute of a trainer, strategy or loop, or sets ``fit_loop.max_epochs``."""
+    names = "|".join(re.escape(m) for _, m, _ in lightning_compat.PRIVATE_NAMES)
+    pattern = re.compile(
+        rf"\.({names})\b|[\"']_trainer[\"']|\b(trainer|strategy|fit_loop|loop)\._[a-z]"
+        r"|fit_loop\.max_epochs\s*="
+    )
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{i}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "lightning_compat.py"
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, offenders

@@ -1,0 +1,35 @@
+"""The one place where visionkit touches Lightning's private API (no public replacement exists).
+
+Checked against pytorch-lightning ``CHECKED_VERSIONS``; ``tests/test_lightning_compat.py`` fails
+when a name used here disappears or changes its signature, or when another version is installed,
+so that an upgrade re-checks this module first.
+
+- ``rewrap_ddp``: DDP all-reduces only the parameters that required grad when it wrapped the
+  model, and Lightning has no public way to wrap again after a freeze schedule changes that set
+  (``DDPStrategy._setup_model`` builds the wrapper, ``_register_ddp_hooks`` re-attaches the
+  strategy's communication hooks and model averaging).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+CHECKED_VERSIONS = ("2.6.6",)  # pytorch-lightning versions this module was checked against
+
+# (class, private method, its parameters without self): what ``rewrap_ddp`` relies on
+PRIVATE_NAMES = (
+    ("pytorch_lightning.strategies.ddp:DDPStrategy", "_setup_model", ("model",)),
+    ("pytorch_lightning.strategies.ddp:DDPStrategy", "_register_ddp_hooks", ()),
+)
+
+
+def rewrap_ddp(strategy: Any, module: nn.Module) -> None:
+    """Wrap ``module`` in a fresh DistributedDataParallel for ``strategy`` (a ``DDPStrategy``).
+
+    The wrapper's constructor broadcasts rank 0's weights and buffers and builds a reducer for
+    exactly the parameters that require grad now; every rank must call it at the same step.
+    """
+    strategy.model = strategy._setup_model(module)
+    strategy._register_ddp_hooks()
