@@ -15,25 +15,13 @@ from omegaconf import DictConfig
 
 from visionkit.errors import ConfigError
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-           (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0)]  # fmt: skip
-
-
-def colour(index: int) -> tuple[int, int, int]:
-    return PALETTE[int(index) % len(PALETTE)]
-
 
 def to_uint8(image: Any, dm: Any) -> Any:
     """A batch-ready image back to uint8 [3,H,W]: de-normalised unless the task keeps 0..1."""
-    import torch
+    from visionkit.overlays import to_uint8 as image_to_uint8
 
-    img = image.detach().float()
-    if dm.task not in ("detection", "instance_segmentation"):
-        mean = torch.tensor(dm.mean).view(3, 1, 1)
-        std = torch.tensor(dm.std).view(3, 1, 1)
-        img = img * std + mean
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    keeps_01 = dm.task in ("detection", "instance_segmentation")
+    return image_to_uint8(image, *((None, None) if keeps_01 else (dm.mean, dm.std)))
 
 
 def draw_sample(image: Any, target: Any, dm: Any, min_tile: int = 128) -> Any:
@@ -42,8 +30,11 @@ def draw_sample(image: Any, target: Any, dm: Any, min_tile: int = 128) -> Any:
     from PIL import Image, ImageDraw
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+    from visionkit.overlays import palette
+
     names = dm.class_names
     img = to_uint8(image, dm)
+    colors = palette(len(names) + 1)  # as the prediction pictures: [0] background, class c at c+1
     caption = ""
     if dm.task == "classification":
         t = torch.as_tensor(target)
@@ -57,14 +48,15 @@ def draw_sample(image: Any, target: Any, dm: Any, min_tile: int = 128) -> Any:
         if present:
             masks = torch.stack([mask == v for v in present])
             img = draw_segmentation_masks(
-                img, masks, alpha=0.5, colors=[colour(v) for v in present]
+                img, masks, alpha=0.5, colors=[colors[v % len(colors)] for v in present]
             )
         caption = ", ".join(names[v] for v in present)
     else:
         labels = target["labels"].tolist()
+        box_colors = [colors[1 + c % len(names)] for c in labels]
         if "masks" in target and len(labels):
             img = draw_segmentation_masks(img, target["masks"].bool(), alpha=0.45,
-                                          colors=[colour(c) for c in labels])  # fmt: skip
+                                          colors=box_colors)  # fmt: skip
     h, w = img.shape[1:]
     scale = max(1, math.ceil(min_tile / max(h, w)))
     pil = Image.fromarray(img.permute(1, 2, 0).numpy())
@@ -75,7 +67,7 @@ def draw_sample(image: Any, target: Any, dm: Any, min_tile: int = 128) -> Any:
         labels = target["labels"].tolist()
         arr = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
         arr = draw_bounding_boxes(arr, boxes, labels=[names[c] for c in labels],
-                                  colors=[colour(c) for c in labels], width=2)  # fmt: skip
+                                  colors=box_colors, width=2)  # fmt: skip
         pil = Image.fromarray(arr.permute(1, 2, 0).numpy())
         removed = int(target.get("removed", 0))
         caption = f"{len(labels)} objects" + (f", {removed} removed" if removed else "")

@@ -36,7 +36,7 @@ from visionkit.data.transforms import (
     ToFloat,
     build_pipeline,
 )
-from visionkit.data.validation import ON_BAD, VERIFY, BadDataReport, blocking_file
+from visionkit.data.validation import VERIFY, BadDataReport, blocking_file
 from visionkit.errors import ConfigError
 
 TASK_NAMES = ("classification", "semantic_segmentation", "detection", "instance_segmentation")
@@ -145,8 +145,7 @@ class VisionDataModule(pl.LightningDataModule):
                 f"data format '{self.FORMAT}' cannot serve task '{task}'; it serves "
                 f"{', '.join(self.SUPPORTED_TASKS)}"
             )
-        if on_bad not in ON_BAD:
-            raise ConfigError(f"data.on_bad must be one of {ON_BAD}, got '{on_bad}'")
+        self.report = BadDataReport(on_bad, source=self.FORMAT)  # checks data.on_bad
         if verify_images not in VERIFY:
             raise ConfigError(f"data.verify_images must be one of {VERIFY}, got '{verify_images}'")
         for key, value in (("batch_size", batch_size), ("image_size", image_size)):
@@ -184,7 +183,6 @@ class VisionDataModule(pl.LightningDataModule):
         self.max_image_pixels = set_pixel_limit(max_image_pixels)
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
-        self.report = BadDataReport(on_bad, source=self.FORMAT)
         self.label_map: LabelMap | None = None
         self.datasets: dict[str, Dataset] = {}
         self._eval_pipeline: Any = None
