@@ -6,6 +6,8 @@ reduction it states in ``output_reduction``; the task resizes the logits to the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,20 @@ def level_ratio(info: list[FeatureInfo], fine: int, coarse: int, head: str) -> i
             "each level to be an integer factor >= 2 coarser (pick backbone out_indices)"
         )
     return b // a
+
+
+def level_widths(
+    info: list[FeatureInfo], channels: Sequence[int] | None, head: str, why: str
+) -> list[int]:
+    """Per-level widths (finest first) of a head over two or more levels: ``channels`` or, when
+    None, the backbone's; ConfigErrors name the head (``why`` it needs two levels)."""
+    n = len(info)
+    if n < 2:
+        raise ConfigError(f"{head} needs at least two feature levels ({why})")
+    widths = list(channels) if channels is not None else [f.channels for f in info]
+    if len(widths) != n:
+        raise ConfigError(f"{head}: channels has {len(widths)} entries for {n} feature levels")
+    return widths
 
 
 def bilinear_init(module: nn.Module) -> None:

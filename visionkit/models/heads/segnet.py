@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.models.heads.seg_common import level_ratio, match_size
+from visionkit.models.heads.seg_common import level_ratio, level_widths, match_size
 from visionkit.registries import HEADS, LAYERS, UPSAMPLERS
 
 
@@ -34,12 +33,7 @@ class SegNetHead(nn.Module):
         act: Any = "relu",
     ) -> None:
         super().__init__()
-        n = len(feature_info)
-        if n < 2:
-            raise ConfigError("segnet needs at least two feature levels (one pooling step)")
-        widths = list(channels) if channels is not None else [f.channels for f in feature_info]
-        if len(widths) != n:
-            raise ConfigError(f"segnet: channels has {len(widths)} entries for {n} feature levels")
+        widths = level_widths(feature_info, channels, "segnet", "one pooling step")
         self.output_reduction = feature_info[0].reduction
 
         def cna(c_in: int, c_out: int) -> nn.Module:
@@ -47,7 +41,7 @@ class SegNetHead(nn.Module):
 
         self.stem = cna(feature_info[0].channels, widths[0])
         pools, enc, dec, unpools = [], [], [], []
-        for i in range(1, n):
+        for i in range(1, len(widths)):
             ratio = level_ratio(feature_info, i - 1, i, "segnet")
             pool = LAYERS.build("maxpool", widths[i - 1], kernel_size=ratio)
             pools.append(pool)

@@ -11,7 +11,7 @@ from torch import nn
 
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.models.heads.seg_common import level_ratio, match_size
+from visionkit.models.heads.seg_common import level_ratio, level_widths, match_size
 from visionkit.registries import HEADS, LAYERS, UPSAMPLERS
 
 
@@ -32,19 +32,14 @@ class UNetHead(nn.Module):
         act: Any = "relu",
     ) -> None:
         super().__init__()
-        n = len(feature_info)
-        if n < 2:
-            raise ConfigError("unet needs at least two feature levels (skip connections)")
+        widths = level_widths(feature_info, channels, "unet", "skip connections")
         name = upsampler if isinstance(upsampler, str) else (upsampler or {}).get("name")
         if name in ("unpool", "maxunpool"):
             raise ConfigError("unet: 'unpool' needs max-pool indices; use the segnet head for it")
-        widths = list(channels) if channels is not None else [f.channels for f in feature_info]
-        if len(widths) != n:
-            raise ConfigError(f"unet: channels has {len(widths)} entries for {n} feature levels")
         self.output_reduction = feature_info[0].reduction
         ups, blocks = [], []
         c = feature_info[-1].channels
-        for i in range(n - 2, -1, -1):
+        for i in range(len(widths) - 2, -1, -1):
             ratio = level_ratio(feature_info, i, i + 1, "unet")
             up = UPSAMPLERS.build(upsampler, c, c, scale_factor=ratio)
             c_cat = c + feature_info[i].channels
