@@ -254,6 +254,16 @@ class ASPP(nn.Module):
         return self.dropout(self.project(torch.cat([b(x) for b in self.branches], dim=1)))
 
 
+def same_channels(layer: str, in_channels: int, out_channels: int | None) -> int:
+    """``in_channels`` for a layer that keeps the channel count (``maxpool``, ``unpool``); a
+    different ``out_channels`` is a ConfigError naming ``layer``."""
+    if out_channels is not None and out_channels != in_channels:
+        raise ConfigError(
+            f"{layer} keeps the channel count: in_channels={in_channels} != out_channels={out_channels}"
+        )
+    return in_channels
+
+
 @LAYERS.register("maxpool")
 class MaxPool2dWithIndices(nn.MaxPool2d):
     """Max pooling that records where each maximum came from, for a paired ``unpool`` (SegNet).
@@ -275,12 +285,9 @@ class MaxPool2dWithIndices(nn.MaxPool2d):
         dilation: int = 1,
         ceil_mode: bool = False,
     ) -> None:
-        if out_channels is not None and out_channels != in_channels:
-            raise ConfigError(
-                f"maxpool keeps the channel count: in_channels={in_channels} != out_channels={out_channels}"
-            )
+        channels = same_channels("maxpool", in_channels, out_channels)
         super().__init__(kernel_size, stride, padding, dilation, return_indices=False, ceil_mode=ceil_mode)  # fmt: skip
-        self.out_channels = in_channels
+        self.out_channels = channels
         self.last_indices: torch.Tensor | None = None
         self.last_input_size: torch.Size | None = None
 

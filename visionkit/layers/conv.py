@@ -7,6 +7,7 @@ dynamically, TensorFlow-style, when the effective kernel is even) or ``full`` (d
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -58,8 +59,10 @@ def static_padding(padding: Any, kernel_size: IntOrPair, dilation: IntOrPair = 1
     return p
 
 
+@LAYERS.register("conv")
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` accepting ``padding`` int | pair | 'valid' | 'same' | 'full'.
+    """A standard 2-D convolution (LAYERS ``conv``): ``nn.Conv2d`` accepting ``padding`` int | pair
+    | 'valid' | 'same' | 'full'.
 
     ``same`` with an even effective kernel pads asymmetrically at run time (extra pixel at the
     bottom/right, as TensorFlow does), so the output is always ceil(i/s).
@@ -105,34 +108,12 @@ def _check_channels(in_channels: int, out_channels: int, groups: int = 1) -> Non
         )
 
 
-@LAYERS.register("conv")
-def conv(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: IntOrPair = 3,
-    stride: IntOrPair = 1,
-    padding: Any = "same",
-    dilation: IntOrPair = 1,
-    groups: int = 1,
-    bias: bool = True,
-) -> Conv2d:
-    """A standard 2-D convolution with named paddings (see the module docstring)."""
-    return Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
-
-
 @LAYERS.register("dilated", aliases=("atrous",))
-def dilated(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: IntOrPair = 3,
-    stride: IntOrPair = 1,
-    padding: Any = "same",
-    dilation: IntOrPair = 2,
-    groups: int = 1,
-    bias: bool = True,
-) -> Conv2d:
-    """Atrous convolution at rate ``dilation``: the effective kernel is r*(k-1)+1, same params."""
-    return Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+class DilatedConv2d(Conv2d):
+    """Atrous convolution (LAYERS ``dilated``): ``Conv2d`` with ``dilation`` defaulting to rate 2;
+    the effective kernel is r*(k-1)+1, same params."""
+
+    __init__ = functools.partialmethod(Conv2d.__init__, dilation=2)
 
 
 @LAYERS.register("dwsep", aliases=("depthwise_separable",))

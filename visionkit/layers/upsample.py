@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionkit.errors import ConfigError
-from visionkit.layers.blocks import MaxPool2dWithIndices
+from visionkit.layers.blocks import MaxPool2dWithIndices, same_channels
 from visionkit.layers.conv import Conv2d
 from visionkit.registries import UPSAMPLERS
 
@@ -124,8 +124,7 @@ class MaxUnpool(nn.Module):
         padding: int = 0,
     ) -> None:
         super().__init__()
-        if out_channels is not None and out_channels != in_channels:
-            raise ConfigError(f"unpool keeps the channel count: in_channels={in_channels} != out_channels={out_channels}")  # fmt: skip
+        self.out_channels = same_channels("unpool", in_channels, out_channels)
         if pool is not None and not isinstance(pool, MaxPool2dWithIndices):
             raise ConfigError(f"unpool: pool must be a LAYERS['maxpool'] module, got {type(pool).__name__}")  # fmt: skip
         if pool is not None:
@@ -133,7 +132,6 @@ class MaxUnpool(nn.Module):
         k = kernel_size if kernel_size is not None else scale_factor
         self.unpool = nn.MaxUnpool2d(k, stride if stride is not None else k, padding)
         self._pool = [pool]  # a list, so the pool is not registered as a second parent's child
-        self.out_channels = in_channels
 
     @property
     def pool(self) -> MaxPool2dWithIndices | None:
