@@ -1,7 +1,7 @@
 """Classification heads: features (list of NCHW maps) -> logits [N, num_classes].
 
 ``linear`` pools the last map then applies a fully connected layer; ``conv`` applies a 1x1
-convolution first and pools the class map, so any input size works and a class map is available.
+convolution first and pools the class map, so any input size works.
 """
 
 from __future__ import annotations
