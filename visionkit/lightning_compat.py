@@ -1,8 +1,8 @@
 """The one place where visionkit touches Lightning's private API (no public replacement exists).
 
 Checked against pytorch-lightning ``CHECKED_VERSIONS``; ``tests/test_lightning_compat.py`` fails
-when a name used here disappears or changes its signature, or when another version is installed,
-so that an upgrade re-checks this module first.
+when a name used here disappears or changes its signature (another version installed is fine
+while those hold: the DDP test of tests/callbacks/test_finetuning.py checks the behaviour).
 
 - ``rewrap_ddp``: DDP all-reduces only the parameters that required grad when it wrapped the
   model, and Lightning has no public way to wrap again after a freeze schedule changes that set
