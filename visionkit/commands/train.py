@@ -16,16 +16,21 @@ from omegaconf import DictConfig
 from visionkit import checkpoints, runner
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train; returns what was written to results.json (rank zero)."""
+def run(cfg: DictConfig) -> float:
+    """Train; returns the objective (one float, for Hydra's sweepers) after writing results.json."""
     from visionkit.callbacks.best_metrics import BestMetrics, last_val_results
+    from visionkit.sweep.objective import objective_key, objective_value
+    from visionkit.sweep.pruning import ObjectiveMonitor, current_trial
 
     out = runner.setup(cfg)
     if cfg.get("ckpt_path"):  # resume: data only, of this task (before any data is read)
         checkpoints.check_resume(cfg.ckpt_path, cfg.task.name)
     dm = runner.build_datamodule(cfg)
     task = runner.build_task(cfg, dm)
-    trainer = runner.build_trainer(cfg, callbacks=[*runner.build_callbacks(cfg), BestMetrics()])
+    key = objective_key(cfg)
+    monitor = ObjectiveMonitor(key, trial=current_trial())
+    callbacks = [*runner.build_callbacks(cfg), BestMetrics(), monitor]
+    trainer = runner.build_trainer(cfg, callbacks=callbacks)
     if trainer.is_global_zero:
         runner.save_config(cfg, out)
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
@@ -49,7 +54,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             figures += trainer.lightning_module.save_figures("test", str(out))
             results.update(trainer.lightning_module.extra_results("test"))
     if not trainer.is_global_zero:
-        return results
+        return objective_value(cfg, results)
     report = getattr(trainer.lightning_module, "finetune_report", None)
     if report:  # the schedule followed (for `auto`: its choice and reason)
         results["finetune"] = report
@@ -57,6 +62,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if ckpt is not None and ckpt.best_model_score is not None:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}
     results["figures"] = figures
+    results["objective"] = key
     path = runner.write_results(out, results)
     print(f"results: {path}")
-    return results
+    return objective_value(cfg, results)
