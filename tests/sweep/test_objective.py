@@ -47,3 +47,12 @@ def test_a_key_that_is_not_logged_names_the_logged_ones() -> None:
 def test_nan_objective_is_a_failed_run(value: object) -> None:
     with pytest.raises(ObjectiveError, match="objective 'val/acc' is"):
         objective_value(cfg(), {**RESULTS, "val/acc": value})
+
+
+def test_a_single_run_without_the_objective_returns_nan() -> None:
+    """Outside a sweep (e.g. `finetune=evaluate`, which never validates) nothing fails."""
+    import math
+
+    assert math.isnan(objective_value(cfg(), {"test/acc": 0.7}, strict=False))
+    assert math.isnan(objective_value(cfg(), {"val/acc": None}, strict=False))
+    assert objective_value(cfg(), RESULTS, strict=False) == 0.75

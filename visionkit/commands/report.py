@@ -64,25 +64,41 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def sweep_settings(root: Path) -> tuple[str | None, str, bool]:
-    """(objective key, 'maximize' | 'minimize', whether Optuna ran it) from ``multirun.yaml``."""
+@dataclass
+class Sweep:
+    """What ``multirun.yaml`` says about the sweep (defaults when it is missing)."""
+
+    objective: str | None = None
+    direction: str = "maximize"
+    optuna: bool = False
+    searched: list[str] = field(default_factory=list)  # the sweeper's search space keys
+
+
+def sweep_settings(root: Path) -> Sweep:
+    """The objective, its direction, the searched keys and whether Optuna ran the sweep."""
     from omegaconf import OmegaConf
 
     from visionkit.sweep.objective import objective_direction, objective_key
 
     path = root / "multirun.yaml"
+    found = Sweep(optuna=(root / "optuna.db").exists())
     if not path.exists():
-        return None, "maximize", (root / "optuna.db").exists()
+        return found
     cfg = OmegaConf.load(path)
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
-    optuna = "Optuna" in sweeper or (root / "optuna.db").exists()
+    found.optuna = found.optuna or "Optuna" in sweeper
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    task_overrides = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
+    swept = [o for o in task_overrides if any(c in o.partition("=")[2] for c in ",(")]
+    found.searched = [*params, *(o.partition("=")[0].lstrip("+") for o in swept)]
     direction = OmegaConf.select(cfg, "hydra.sweeper.direction", default=None)
     try:
-        key = objective_key(cfg)
+        found.objective = objective_key(cfg)
         direction = direction or objective_direction(cfg)
     except ConfigError:
-        key = None
-    return key, str(direction or "maximize"), optuna
+        found.objective = None
+    found.direction = str(direction or "maximize")
+    return found
 
 
 def find_jobs(root: Path, objective: str | None) -> list[Job]:
@@ -112,12 +128,12 @@ def find_jobs(root: Path, objective: str | None) -> list[Job]:
     return sorted(jobs, key=lambda j: j.num)
 
 
-def swept_keys(jobs: Sequence[Job]) -> list[str]:
-    """Override keys whose value is not the same in every job."""
+def swept_keys(jobs: Sequence[Job], searched: Sequence[str] = ()) -> list[str]:
+    """The searched keys and any other override whose value is not the same in every job."""
     keys: list[str] = []
     for job in jobs:
         keys += [k for k in job.params if k not in keys]
-    return [k for k in keys if len({job.params.get(k) for job in jobs}) > 1]
+    return [k for k in keys if k in searched or len({job.params.get(k) for job in jobs}) > 1]
 
 
 def metric_keys(jobs: Sequence[Job]) -> list[str]:
@@ -213,21 +229,25 @@ def report(root: Path) -> dict[str, Any]:
     """Write report.csv, report.md and report.png in ``root``; returns what was found."""
     if not root.is_dir():
         raise ConfigError(f"report: {root} is not a directory")
-    key, direction, optuna = sweep_settings(root)
-    jobs = find_jobs(root, key)
+    sweep = sweep_settings(root)
+    jobs = find_jobs(root, sweep.objective)
     if not jobs:
         raise ConfigError(f"report: no job under {root} (expected <n>/.hydra/overrides.yaml)")
-    key = key or next((j.results["objective"] for j in jobs if j.results.get("objective")), "objective")  # fmt: skip
-    params = swept_keys(jobs)
+    key = sweep.objective
+    used = {j.results.get("objective") for j in jobs if j.objective is not None} - {None}
+    if len(used) == 1:  # the key the completed jobs were scored by (a resumed sweep may differ)
+        key = used.pop()
+    key = key or "objective"
+    params = swept_keys(jobs, sweep.searched)
     common = {k: v for k, v in jobs[0].params.items() if k not in params}
     metrics = metric_keys(jobs)
-    best = best_job(jobs, direction)
+    best = best_job(jobs, sweep.direction)
     rows = table(jobs, params, metrics, best, key)
     with open(root / "report.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     text = markdown(rows, jobs, root, common)
     (root / "report.md").write_text(text)
-    figure = plot(jobs, params, key, optuna, root / "report.png")
+    figure = plot(jobs, params, key, sweep.optuna, root / "report.png")
     return {"jobs": jobs, "best": best, "markdown": text, "figure": figure}
 
 

@@ -19,6 +19,7 @@ from visionkit import checkpoints, runner
 def run(cfg: DictConfig) -> float:
     """Train; returns the objective (one float, for Hydra's sweepers) after writing results.json."""
     from visionkit.callbacks.best_metrics import BestMetrics, last_val_results
+    from visionkit.sweep.job import in_multirun
     from visionkit.sweep.objective import objective_key, objective_value
     from visionkit.sweep.pruning import ObjectiveMonitor, current_trial
 
@@ -54,7 +55,7 @@ def run(cfg: DictConfig) -> float:
             figures += trainer.lightning_module.save_figures("test", str(out))
             results.update(trainer.lightning_module.extra_results("test"))
     if not trainer.is_global_zero:
-        return objective_value(cfg, results)
+        return objective_value(cfg, results, strict=in_multirun())
     report = getattr(trainer.lightning_module, "finetune_report", None)
     if report:  # the schedule followed (for `auto`: its choice and reason)
         results["finetune"] = report
@@ -65,4 +66,4 @@ def run(cfg: DictConfig) -> float:
     results["objective"] = key
     path = runner.write_results(out, results)
     print(f"results: {path}")
-    return objective_value(cfg, results)
+    return objective_value(cfg, results, strict=in_multirun())

@@ -49,12 +49,18 @@ def check_logged(key: str, logged: Mapping[str, Any]) -> None:
         raise ConfigError(f"objective '{key}' is not a logged metric; logged: {names}")
 
 
-def objective_value(cfg: DictConfig, results: Mapping[str, Any]) -> float:
-    """The objective from a run's results (``val/*`` of the best epoch, ``test/*``...)."""
+def objective_value(cfg: DictConfig, results: Mapping[str, Any], strict: bool = True) -> float:
+    """The objective from a run's results (``val/*`` of the best epoch, ``test/*``...).
+
+    ``strict`` (a sweep's job): a missing key or a NaN is an error; otherwise (a single run, e.g.
+    ``finetune=evaluate``, which never validates) it is returned as NaN.
+    """
     key = objective_key(cfg)
+    if not strict and key not in results:
+        return math.nan
     check_logged(key, results)
     value = results[key]
     number = math.nan if value is None else float(value)  # results.json stores NaN as null
-    if not math.isfinite(number):
+    if strict and not math.isfinite(number):
         raise ObjectiveError(f"objective '{key}' is {number} (the run diverged?)")
     return number

@@ -1,7 +1,7 @@
 """The objective during training: checked once it is first logged, reported to Optuna each epoch.
 
-:class:`ObjectiveMonitor` raises a :class:`ConfigError` after the first validation when the
-objective key is not a logged metric (not after hours of training). In a job of visionkit's Optuna
+:class:`ObjectiveMonitor` raises a :class:`ConfigError` after the first validation when a
+``val/*`` objective is not a logged metric (not after hours of training). In a job of visionkit's Optuna
 sweeper it also reports the objective to the job's trial every validation epoch and stops the
 trial (``optuna.TrialPruned``) when the study's pruner judges it clearly bad; the sweeper records
 it as pruned. Only rank zero talks to the study; its decision is broadcast to every rank.
@@ -57,6 +57,8 @@ class ObjectiveMonitor(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
+        if not self.key.startswith("val/"):
+            return  # a test/* objective is known after testing only
         check_logged(self.key, trainer.callback_metrics)
         if self.trial is None:
             return
