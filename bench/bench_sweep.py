@@ -46,7 +46,7 @@ def main() -> None:
     note = (
         "2 CPU cores shared with other jobs while measured (a noisy machine): compare within a "
         "table only. Each job: shapes classification, simple_cnn, 3 epochs of 8 batches, "
-        "data.num_workers=2 (default)."
+        "data.num_workers=2 (default); run with OMP_NUM_THREADS=1 (one thread per job)."
     )
     text = write_table(
         "sweep",
