@@ -48,9 +48,12 @@ def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         job.export()  # Lightning's DDP children of this job run exactly this job
         job.use_stdlib_processes()  # data-loader workers inside joblib's workers
         try:
+            if job.in_multirun():  # the next job starts clean; a failure is recorded, and
+                with job.isolated():  # raised for Hydra to mark the job failed: the sweep goes on
+                    return fn(cfg)
             return fn(cfg)
         except Exception as exc:
-            if job.in_multirun():  # Hydra marks the job failed; the sweep goes on
+            if job.in_multirun():
                 job.record_failure(exc)
                 raise
             if isinstance(exc, VisionkitError):

@@ -1,10 +1,11 @@
 """A sweep's jobs run exactly once each, wherever they run: Lightning's DDP children inside a
 multirun, jobs on the submitit and joblib launchers, and one job on two torchrun "nodes".
 
-The README's commands run as written (FAST overrides and small PNG class folders appended). Every
-job must equal the same job run alone: the DDP job of the sweep equals ``train trainer.devices=2``
-run alone and two torchrun node processes; the single-device job equals a one-job sweep on
-submitit's local launcher (its own process).
+The README's commands run as written (FAST overrides and small PNG class folders appended; the DDP
+sweep also sweeps an objective that no job logs, so that a job fails in DDP before the next DDP
+job). Every job must equal the same job run alone: the DDP job of the sweep equals
+``train trainer.devices=2`` run alone and two torchrun node processes; the single-device job
+equals a one-job sweep on submitit's local launcher (its own process).
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cwd = tmp_path_factory.mktemp("sweep-job")
     extra = [*small(write_imagefolder(cwd / "pets")), *FAST]
+    # jobs: (1 device, objective not logged: fails), (1, val/acc), (2, fails in DDP), (2, val/acc)
     sweep = [*readme_argv("python -m visionkit --multirun trainer.devices=1,2"), *extra]
-    run_cli(*sweep, "hydra.sweep.dir=sweep", cwd=cwd, data_dir=data_dir, timeout=TIMEOUT, check=True)  # fmt: skip
+    sweep += ["objective=val/nothing,val/acc", "hydra.sweep.dir=sweep"]
+    proc = run_cli(*sweep, cwd=cwd, data_dir=data_dir, timeout=TIMEOUT)
+    assert proc.returncode == 1, proc.stderr[
+        -4000:
+    ]  # Hydra's grid sweeper: failed jobs, at the end
+    assert "objective 'val/nothing' is not a logged metric" in proc.stderr
     alone = ["train", *extra, "trainer.devices=2", "hydra.run.dir=alone"]
     run_cli(*alone, cwd=cwd, data_dir=data_dir, timeout=TIMEOUT, check=True)
     local = ["--multirun", "hydra/launcher=submitit_local", *extra, "hydra.sweep.dir=local"]
@@ -68,14 +75,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 def test_ddp_job_of_a_sweep_runs_once_in_its_own_directory(runs: Path) -> None:
     sweep = runs / "sweep"
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
-    for num in "01":
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    for num in "13":
         ckpts = sorted(p.name for p in (sweep / num / "checkpoints").iterdir())
         assert ckpts == ["best.ckpt", "last.ckpt"], f"job {num}: {ckpts}"
         assert results(sweep / num)["best_checkpoint"] == str(sweep / num / "checkpoints" / "best.ckpt")  # fmt: skip
-        devices = OmegaConf.load(sweep / num / "config.yaml").trainer.devices
-        assert devices == int(num) + 1
-    assert (sweep / "1" / "train_ddp_process_1.log").exists()  # the child ran in job 1's directory
+    for num, devices in zip("0123", (1, 1, 2, 2), strict=True):
+        assert OmegaConf.load(sweep / num / ".hydra" / "config.yaml").trainer.devices == devices
+    assert (sweep / "3" / "train_ddp_process_1.log").exists()  # the child ran in job 3's directory
     multirun = OmegaConf.load(sweep / "multirun.yaml")
     assert multirun.hydra.mode == "MULTIRUN"
     assert "trainer.devices=1,2" in multirun.hydra.overrides.task
@@ -83,12 +90,22 @@ def test_ddp_job_of_a_sweep_runs_once_in_its_own_directory(runs: Path) -> None:
     assert not (runs / "outputs" / "classification").exists() and not (runs / "multirun").exists()
 
 
+def test_failed_jobs_are_recorded_and_the_next_ddp_job_runs(runs: Path) -> None:
+    """Job 2 fails inside DDP (its child rank exits 2); job 3, DDP again, still runs."""
+    for num in "02":
+        failed = results(runs / "sweep" / num)
+        assert failed["status"] == "failed"
+        assert failed["error"].startswith("ConfigError: objective 'val/nothing' is not a logged metric; logged:")  # fmt: skip
+        assert not (runs / "sweep" / num / "checkpoints").exists()
+        assert "job failed" in (runs / "sweep" / num / "__main__.log").read_text()  # traceback
+
+
 def test_sweep_jobs_equal_the_same_jobs_run_alone(runs: Path) -> None:
     two_devices = metrics(results(runs / "alone"))
     assert "val/acc" in two_devices and "test/acc" in two_devices
-    assert metrics(results(runs / "sweep" / "1")) == pytest.approx(two_devices, rel=1e-6)
+    assert metrics(results(runs / "sweep" / "3")) == pytest.approx(two_devices, rel=1e-6)
     one_device = metrics(results(runs / "local" / "0"))
-    assert metrics(results(runs / "sweep" / "0")) == pytest.approx(one_device, rel=1e-6)
+    assert metrics(results(runs / "sweep" / "1")) == pytest.approx(one_device, rel=1e-6)
 
 
 def test_two_torchrun_nodes_equal_two_devices_on_one_node(runs: Path) -> None:

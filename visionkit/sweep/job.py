@@ -6,6 +6,7 @@
   environment the children inherit, and :func:`ddp_child_argv` turns a child's argv back into
   exactly that one job, whatever the strategy key says.
 - In a joblib worker, :func:`use_stdlib_processes` lets data-loader workers start.
+- :func:`isolated`: a DDP job leaves no process group nor DDP variables to the next job.
 - A job of a sweep that fails is recorded in its ``results.json`` (``status``, ``error``) and
   raised to Hydra, which marks it failed: the sweep goes on and the report lists it.
 """
@@ -15,9 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 JOB_ENV = "VISIONKIT_JOB"
+# what Lightning's DDP launcher sets in the launching process's environment
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def in_multirun() -> bool:
@@ -72,6 +78,32 @@ def use_stdlib_processes() -> None:
 
     if multiprocessing.get_start_method(allow_none=True) == "loky":
         multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
+
+
+@contextmanager
+def isolated() -> Iterator[None]:
+    """Leave nothing of one job's DDP to the next job of the sweep in the same process.
+
+    Lightning keeps its process group until the process exits and leaves ``LOCAL_RANK``,
+    ``WORLD_SIZE``... in the environment, so a second DDP job would join the first one's dead
+    group ("Connection closed by peer") or take itself for an externally started rank; and its
+    child observer would kill the sweep when a failed job's child rank exits non-zero.
+    """
+    saved = {key: os.environ.get(key) for key in DDP_ENV}
+    try:
+        yield
+    finally:
+        from visionkit.sweep.lightning_ddp import end_ddp_children
+
+        end_ddp_children()  # first: Lightning's observer would kill this process for a failed rank
+        dist = sys.modules.get("torch.distributed")  # never imports torch itself
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def status_of(exc: BaseException) -> str:

@@ -60,15 +60,16 @@ class ObjectiveMonitor(pl.Callback):
         if not self.key.startswith("val/"):
             return  # a test/* objective is known after testing only
         check_logged(self.key, trainer.callback_metrics)
-        if self.trial is None:
-            return
         value = float(trainer.callback_metrics[self.key])
         epoch = int(trainer.current_epoch)
         prune = False
-        if trainer.is_global_zero and math.isfinite(value):
+        # only rank zero has the trial (a DDP child runs outside the sweep): every rank joins the
+        # broadcast of its decision
+        if self.trial is not None and trainer.is_global_zero and math.isfinite(value):
             self.trial.report(value, step=epoch)
             prune = bool(self.trial.should_prune())
-        prune = trainer.strategy.broadcast(prune)
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune)
         if prune:
             import optuna
 
