@@ -11,24 +11,24 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml plugins/visionkit-example/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,loggers]' -e plugins/visionkit-example
+	$(PY) -m pip install -q -e '.[dev,loggers,sweep]' -e plugins/visionkit-example
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m visionkit $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m ruff check visionkit tests bench plugins
-	$(PY) -m ruff format --check visionkit tests bench plugins
+	$(PY) -m ruff check visionkit hydra_plugins tests bench plugins
+	$(PY) -m ruff format --check visionkit hydra_plugins tests bench plugins
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check visionkit tests bench plugins
-	$(PY) -m ruff format --check visionkit tests bench plugins
+	$(PY) -m ruff check visionkit hydra_plugins tests bench plugins
+	$(PY) -m ruff format --check visionkit hydra_plugins tests bench plugins
 
 format: $(STAMP)
-	$(PY) -m ruff format visionkit tests bench plugins
-	$(PY) -m ruff check --fix visionkit tests bench plugins
+	$(PY) -m ruff format visionkit hydra_plugins tests bench plugins
+	$(PY) -m ruff check --fix visionkit hydra_plugins tests bench plugins
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -151,8 +151,30 @@ def check(rel: str) -> None:
                     instantiate(node)
     elif group == "finetune":
         CALLBACKS.build(cfg.finetune)
+    elif group == "hparams_search":
+        check_search_space(name)
     else:
         pytest.fail(f"no instantiation check for config group '{group}' ({rel}.yaml)")
+
+
+def check_search_space(name: str) -> None:
+    """An Optuna search space: every swept key exists, and each choice builds the task."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = name if name in TASKS_ORDER else "classification"
+    GlobalHydra.instance().clear()
+    register_config_search_path()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", [f"task={task}", f"hparams_search={name}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("VisionkitOptunaSweeper")
+    lines = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    assert lines, f"hparams_search/{name}.yaml searches nothing"
+    for override in OverridesParser.create().parse_overrides(lines):
+        key = override.get_key_element()
+        assert OmegaConf.select(cfg, key) is not None, f"hparams_search/{name}: no key {key}"
+        values = list(override.sweep_iterator()) if override.is_discrete_sweep() else []
+        for value in values:
+            build_task(compose_cfg([f"task={task}", f"{key}={value}"]))
 
 
 def _fill_missing(node: DictConfig) -> DictConfig:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "browse": ("visionkit.commands.browse:run", "browse"),
     "stats": ("visionkit.commands.stats:run", "stats"),
     "list": ("visionkit.commands.list:main", None),
+    "report": ("visionkit.commands.report:main", None),
 }
 
 
@@ -43,12 +44,24 @@ def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     from visionkit.errors import VisionkitError, user_message
 
     def task_function(cfg: Any) -> Any:
+        from visionkit.sweep import job
+
+        job.export()  # Lightning's DDP children of this job run exactly this job
+        job.use_stdlib_processes()  # data-loader workers inside joblib's workers
         try:
+            if job.in_multirun():  # the next job starts clean; a failure is recorded, and
+                with job.isolated():  # raised for Hydra to mark the job failed: the sweep goes on
+                    return fn(cfg)
             return fn(cfg)
-        except VisionkitError as exc:
-            _fail(user_message(exc))
-        except FileNotFoundError as exc:
-            _fail(f"file not found: {exc.filename or exc}")
+        except Exception as exc:
+            if job.in_multirun():
+                job.record_failure(exc)
+                raise
+            if isinstance(exc, VisionkitError):
+                _fail(user_message(exc))
+            if isinstance(exc, FileNotFoundError):
+                _fail(f"file not found: {exc.filename or exc}")
+            raise
 
     return task_function
 
@@ -85,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
             close = difflib.get_close_matches(command, COMMANDS, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             _fail(f"unknown command '{command}'.{hint} Commands: {', '.join(COMMANDS)}")
+    if "LOCAL_RANK" in os.environ:  # a DDP child of a sweep's job runs that job only
+        from visionkit.sweep.job import ddp_child_argv
+
+        args = ddp_child_argv(args)
     target, config_name = COMMANDS[command]
     os.environ[COMMAND_ENV] = command
     if command == "train":

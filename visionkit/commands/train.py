@@ -17,9 +17,12 @@ from omegaconf import DictConfig
 from visionkit import checkpoints, runner
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train; returns what was written to results.json (rank zero)."""
+def run(cfg: DictConfig) -> float:
+    """Train; returns the objective (one float, for Hydra's sweepers) after writing results.json."""
     from visionkit.callbacks.best_metrics import BestMetrics, last_val_results
+    from visionkit.sweep.job import in_multirun
+    from visionkit.sweep.objective import objective_key, objective_value
+    from visionkit.sweep.pruning import ObjectiveMonitor, current_trial
 
     out = runner.setup(cfg)
     resumed = {}
@@ -28,7 +31,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dm = runner.build_datamodule(cfg)
     task = runner.build_task(cfg, dm)
     checkpoints.check_resume_fits(cfg.get("ckpt_path"), resumed, task)
-    trainer = runner.build_trainer(cfg, callbacks=[*runner.build_callbacks(cfg), BestMetrics()])
+    key = objective_key(cfg)
+    monitor = ObjectiveMonitor(key, trial=current_trial())
+    callbacks = [*runner.build_callbacks(cfg), BestMetrics(), monitor]
+    trainer = runner.build_trainer(cfg, callbacks=callbacks)
     if trainer.is_global_zero:
         runner.save_config(cfg, out)
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
@@ -55,7 +61,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             results.update(analysis)
             figures += pictures
     if not trainer.is_global_zero:
-        return results
+        return objective_value(cfg, results, strict=in_multirun())
     results.update(runner.data_results(dm))
     report = getattr(trainer.lightning_module, "finetune_report", None)
     if report:  # the schedule followed (for `auto`: its choice and reason)
@@ -64,6 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if ckpt is not None and ckpt.best_model_score is not None:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}
     results["figures"] = figures
+    results["objective"] = key
     path = runner.write_results(out, results)
     runner.publish_run(trainer, cfg, out)
     for callback in trainer.callbacks:  # e.g. the learning-curve diagnosis
@@ -72,4 +79,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if text:
             print(text)
     print(f"results: {path}")
-    return results
+    return objective_value(cfg, results, strict=in_multirun())

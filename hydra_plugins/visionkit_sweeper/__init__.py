@@ -1,0 +1,1 @@
+"""visionkit's Optuna sweeper as a Hydra plugin (Hydra finds sweepers in ``hydra_plugins``)."""
