@@ -8,10 +8,18 @@ while those hold: the DDP test of tests/callbacks/test_finetuning.py checks the 
   model, and Lightning has no public way to wrap again after a freeze schedule changes that set
   (``DDPStrategy._setup_model`` builds the wrapper, ``_register_ddp_hooks`` re-attaches the
   strategy's communication hooks and model averaging).
+- ``end_ddp_children``: Lightning's DDP launcher starts a ``child-process-observer`` thread
+  (``lightning_fabric.strategies.launchers.subprocess_script._ChildProcessObserver``, its
+  ``_child_processes`` polled every 5 s) that SIGKILLs its whole process once a child rank exits
+  non-zero. In a sweep that process runs the next jobs: a DDP job that fails or is pruned would
+  kill the sweep. When a job ends, its observers are stopped and its child ranks waited for
+  (ended if stuck, e.g. in a collective after rank zero failed).
 """
 
 from __future__ import annotations
 
+import subprocess
+import threading
 from typing import Any
 
 from torch import nn
@@ -33,3 +41,29 @@ def rewrap_ddp(strategy: Any, module: nn.Module) -> None:
     """
     strategy.model = strategy._setup_model(module)
     strategy._register_ddp_hooks()
+
+
+OBSERVER = "child-process-observer"
+
+
+def observers() -> list[threading.Thread]:
+    """Lightning's child-process observer threads alive in this process."""
+    return [t for t in threading.enumerate() if t.name == OBSERVER]
+
+
+def end_ddp_children(timeout: float = 30.0) -> int:
+    """Stop the observers; wait for their child ranks, killing those still running after
+    ``timeout`` seconds. Returns how many were killed."""
+    killed = 0
+    for thread in observers():
+        children = list(getattr(thread, "_child_processes", []))
+        # its next poll finds no child (so none failed) and ends the thread
+        thread._child_processes = []
+        for proc in children:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                killed += 1
+    return killed

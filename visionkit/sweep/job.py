@@ -93,7 +93,7 @@ def isolated() -> Iterator[None]:
     try:
         yield
     finally:
-        from visionkit.sweep.lightning_ddp import end_ddp_children
+        from visionkit.lightning_compat import end_ddp_children
 
         end_ddp_children()  # first: Lightning's observer would kill this process for a failed rank
         dist = sys.modules.get("torch.distributed")  # never imports torch itself

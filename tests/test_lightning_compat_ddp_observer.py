@@ -1,4 +1,4 @@
-"""Lightning's child-process observer, as visionkit.sweep.lightning_ddp stops it: after a DDP
+"""Lightning's child-process observer, as visionkit.lightning_compat stops it: after a DDP
 job whose child rank exited non-zero, the sweep's process must live on. Runs in a subprocess (the
 observer SIGKILLs its process when the private parts this relies on have changed)."""
 
@@ -10,7 +10,7 @@ import sys
 SCRIPT = """
 import os, subprocess, sys, threading, time
 from lightning_fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
-from visionkit.sweep.lightning_ddp import end_ddp_children, observers
+from visionkit.lightning_compat import end_ddp_children, observers
 
 child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
 observer = _ChildProcessObserver(main_pid=os.getpid(), child_processes=[child], sleep_period=1)
