@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import CLI, FAST
-from tests.data.conftest import write_coco, write_imagefolder
+from tests.data.conftest import write_coco, write_imagefolder, write_masks
 
 COCO = ["data=coco", "data.image_size=32", "data.batch_size=2", *FAST]
 
@@ -74,6 +74,32 @@ def test_bad_coco_is_one_line(case: str, expected: str, cli: CLI, tmp_path: Path
     else:
         _edit(root, "val", lambda d: d.update(categories=[]))
     line = one_error_line(cli(*COCO, f"data.root={root}"))
+    assert __import__("re").search(expected, line), line
+
+
+MASKS = ["task=semantic_segmentation", "data=masks", "data.image_size=24", "data.batch_size=2", *FAST]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("out_of_range", r"error: mask .*/masks/train/1\.png has class values \[5\] not in the class file"),
+        ("wrong_size", r"error: mask .*/masks/train/2\.png is 20x24 but image .*/images/train/2\.jpg is 24x24"),
+        ("missing", r"error: missing mask file .*/masks/val/3\.png for image .*/images/val/3\.jpg"),
+    ],
+)  # fmt: skip
+def test_bad_masks_are_one_line(case: str, expected: str, cli: CLI, tmp_path: Path) -> None:
+    """Mask data: classes outside the class file, a mask of another size, a missing mask."""
+    root = write_masks(tmp_path / "masks", palette=False)
+    if case == "out_of_range":
+        mask = np.zeros((24, 24), np.uint8)
+        mask[3:9, 3:9] = 5
+        Image.fromarray(mask).save(root / "masks" / "train" / "1.png")
+    elif case == "wrong_size":
+        Image.fromarray(np.zeros((24, 20), np.uint8)).save(root / "masks" / "train" / "2.png")
+    else:
+        (root / "masks" / "val" / "3.png").unlink()
+    line = one_error_line(cli(*MASKS, f"data.root={root}"))
     assert __import__("re").search(expected, line), line
 
 
