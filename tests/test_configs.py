@@ -139,7 +139,11 @@ def check(rel: str) -> None:
         if kwargs.get("strategy") == "ddp":
             kwargs.update(devices=1)
         pl.Trainer(**kwargs)
-    elif group in ("logger", "callbacks"):
+    elif group == "callbacks":  # ours by CALLBACKS name, Lightning's by _target_
+        from visionkit.runner import build_callbacks
+
+        assert len(build_callbacks(cfg)) == sum(v is not None for v in cfg.callbacks.values())
+    elif group == "logger":
         for node in cfg[group].values():
             if node is not None:
                 instantiate(node)
