@@ -130,6 +130,7 @@ class VisionDataModule(pl.LightningDataModule):
         max_image_pixels: int | None = None,
         drop_last: bool = False,
         seed: int = 0,
+        sampler: Any = None,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -185,6 +186,8 @@ class VisionDataModule(pl.LightningDataModule):
         self.max_image_pixels = set_pixel_limit(max_image_pixels)
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
+        # class-aware training sampler (visionkit.data.samplers): class_balanced | repeat_factor
+        self.sampler_spec = sampler
         self.report = BadDataReport(on_bad, source=self.FORMAT)
         self.label_map: LabelMap | None = None
         self.datasets: dict[str, Dataset] = {}
@@ -313,6 +316,12 @@ class VisionDataModule(pl.LightningDataModule):
             # the uninterrupted run's epochs (visionkit.data.shuffling). No `shuffle=` keyword:
             # Lightning reads `shuffle=False` as "not shuffled" when it swaps in a DistributedSampler.
             shuffling["sampler"] = EpochRandomSampler(dataset, seed=self.seed)
+            if self.sampler_spec:  # also a function of (seed, epoch), sharded per rank itself
+                from visionkit.data.samplers import build_sampler
+
+                shuffling["sampler"] = build_sampler(
+                    self.sampler_spec, dataset, self.task, self.num_classes, self.seed
+                )
             shuffling["generator"] = torch.Generator().manual_seed(self.seed)
         return (EpochDataLoader if train else DataLoader)(
             dataset,
