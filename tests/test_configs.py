@@ -149,6 +149,10 @@ def check(rel: str) -> None:
                 instantiate(node)
     elif group == "finetune":
         CALLBACKS.build(cfg.finetune)
+    elif group == "tta":
+        from visionkit.tta import build_tta
+
+        assert build_tta(cfg.tta).views
     else:
         pytest.fail(f"no instantiation check for config group '{group}' ({rel}.yaml)")
 
