@@ -232,8 +232,13 @@ class VisionDataModule(pl.LightningDataModule):
         label_map, datasets = self.build_splits()
         self.report.finish()
         self.label_map = label_map
+        from visionkit.data.mix_transforms import bind_multi_image
+
         for split, ds in datasets.items():
             ds.transform = self.pipeline(train=split == "train")
+            # mosaic / copy_paste draw other samples of the split (visionkit.data.mix_transforms)
+            key = "data.train_transforms" if split == "train" else "data.eval_transforms"
+            bind_multi_image(ds.transform, ds, self.task, split == "train", key)
             ds.max_pixels = self.max_image_pixels  # loader workers apply the same limit
         self.datasets = datasets
 
