@@ -117,7 +117,7 @@ def main() -> None:
             "best val acc",
             "best epoch",
             "wall",
-        ],  # fmt: skip
+        ],
         rows,
         "Machine shared with other jobs (2 cores): wall times are indicative only.",
     )
