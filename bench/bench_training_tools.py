@@ -74,6 +74,25 @@ def recall_per_class(ckpt: str, root: Path) -> list[float]:
     return (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
 
 
+def tta_table(best: str, common: list[str], out: Path) -> None:
+    """`test` of ``best`` without TTA, with tta=hflip and tta=multiscale: accuracy and wall."""
+    tta_rows = []
+    for tta in ("none", "hflip", "multiscale"):
+        run_dir = out / f"test_tta_{tta}"
+        choice = [] if tta == "none" else [f"tta={tta}"]  # (a group cannot be set to null)
+        seconds = run(["test", f"ckpt_path={best}", *common, *choice, f"hydra.run.dir={run_dir}"], cwd=out)  # fmt: skip
+        res = json.loads((run_dir / "results.json").read_text())
+        tta_rows.append([tta, f"{res['test/acc']:.3f}", seconds])
+    base = tta_rows[0][2]
+    write_table(
+        "training_tools_tta",
+        "TTA on the long-tailed run's best checkpoint (test split, 400 images)",
+        ["tta", "test acc", "test command wall (ratio)"],
+        [[t, acc, f"{s:.0f} s ({s / base:.2f}x)"] for t, acc, s in tta_rows],
+        "Wall of the whole `test` command (start-up included); machine shared with other jobs.",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=4)
@@ -121,21 +140,7 @@ def main() -> None:
         rows,
         "Machine shared with other jobs (2 cores): wall times are indicative only.",
     )
-    best = results["none"]["best_checkpoint"]
-    tta_rows = []
-    for tta in ("null", "hflip", "multiscale"):
-        run_dir = out / f"test_tta_{tta}"
-        seconds = run(["test", f"ckpt_path={best}", *common, f"tta={tta}", f"hydra.run.dir={run_dir}"], cwd=out)  # fmt: skip
-        res = json.loads((run_dir / "results.json").read_text())
-        tta_rows.append([tta, f"{res['test/acc']:.3f}", seconds])
-    base = tta_rows[0][2]
-    write_table(
-        "training_tools_tta",
-        "TTA on the long-tailed run's best checkpoint (test split, 400 images)",
-        ["tta", "test acc", "test command wall (ratio)"],
-        [[t, acc, f"{s:.0f} s ({s / base:.2f}x)"] for t, acc, s in tta_rows],
-        "Wall of the whole `test` command (start-up included); machine shared with other jobs.",
-    )
+    tta_table(results["none"]["best_checkpoint"], common, out)
 
 
 if __name__ == "__main__":
