@@ -141,8 +141,12 @@ def check(rel: str) -> None:
         if kwargs.get("strategy") == "ddp":
             kwargs.update(devices=1)
         pl.Trainer(**kwargs)
-    elif group in ("logger", "callbacks"):
-        if group == "logger" and name in ("mlflow", "wandb"):  # the `loggers` extra
+    elif group == "callbacks":  # ours by CALLBACKS name, Lightning's by _target_
+        from visionkit.runner import build_callbacks
+
+        assert len(build_callbacks(cfg)) == sum(v is not None for v in cfg.callbacks.values())
+    elif group == "logger":
+        if name in ("mlflow", "wandb"):  # the `loggers` extra
             pytest.importorskip(name)
         # MLflow's logger opens its store (a sqlite file under the output dir) when built
         with tempfile.TemporaryDirectory() as cwd, contextlib.chdir(cwd):
@@ -153,6 +157,10 @@ def check(rel: str) -> None:
         CALLBACKS.build(cfg.finetune)
     elif group == "hparams_search":
         check_search_space(name)
+    elif group == "tta":
+        from visionkit.tta import build_tta
+
+        assert build_tta(cfg.tta).views
     else:
         pytest.fail(f"no instantiation check for config group '{group}' ({rel}.yaml)")
 

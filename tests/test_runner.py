@@ -34,7 +34,7 @@ def test_good_trainer_config_passes_and_bad_values_are_one_config_error(tmp_path
             "accelerator": "cpu", "deterministic": "warn", "max_time": None, "gradient_clip_val": 1}  # fmt: skip
     runner.check_trainer_config(OmegaConf.create(good))
     cfg = OmegaConf.create({"trainer": {**good, "accelerator": "abacus"},
-                            "paths": {"output_dir": str(tmp_path)}})  # fmt: skip
+                            "seed": 0, "paths": {"output_dir": str(tmp_path)}})  # fmt: skip
     with pytest.raises(ConfigError, match=r"^trainer config \(keys trainer\.\*\): .*abacus"):
         runner.build_trainer(cfg, callbacks=[])
 

@@ -90,11 +90,56 @@ class CrossEntropyDice(nn.Module):
         ce_weight: float = 1.0,
         dice_weight: float = 1.0,
         label_smoothing: float = 0.0,
+        weight: list[float] | None = None,
     ) -> None:
         super().__init__()
-        self.ce = CrossEntropy(label_smoothing=label_smoothing, ignore_index=ignore_index)
+        self.ce = CrossEntropy(label_smoothing=label_smoothing, ignore_index=ignore_index, weight=weight)  # fmt: skip
         self.dice = DiceLoss(ignore_index=ignore_index)
         self.ce_weight, self.dice_weight = ce_weight, dice_weight
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.ce_weight * self.ce(logits, targets) + self.dice_weight * self.dice(logits, targets)  # fmt: skip
+
+
+@LOSSES.register("focal", aliases=("focal_loss",))
+class FocalLoss(nn.Module):
+    """Softmax focal loss (Lin et al. 2017): ``-w_c (1 - p_c)^gamma log p_c`` of the target class.
+
+    For classification and semantic segmentation (logits [N,K,...], targets int64 [N,...] or
+    probabilities [N,K]); ``weight`` is the per-class ``alpha`` (e.g. ``task.class_weights``); the
+    mean is weighted like ``cross_entropy``'s (sum over targets / sum of their weights), so
+    ``gamma=0`` is exactly weighted cross-entropy. ``ignore_index`` targets do not count.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        weight: list[float] | None = None,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.gamma = float(gamma)
+        self.ignore_index = ignore_index
+        self.label_smoothing = float(label_smoothing)
+        self.register_buffer("weight", torch.tensor(weight) if weight is not None else None)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        k = logits.shape[1]
+        log_p = logits.log_softmax(dim=1)
+        modulation = (1 - log_p.exp()).pow(self.gamma)
+        weight = self.weight if self.weight is not None else logits.new_ones(k)
+        shape = [1, k] + [1] * (logits.ndim - 2)
+        if targets.dtype.is_floating_point:  # probabilities (MixUp/CutMix)
+            soft, valid = targets, None
+        else:
+            valid = targets != self.ignore_index
+            soft = F.one_hot(torch.where(valid, targets, 0), k).movedim(-1, 1).to(logits.dtype)
+        if self.label_smoothing:
+            soft = soft * (1 - self.label_smoothing) + self.label_smoothing / k
+        per_class = -(weight.view(shape) * soft * modulation * log_p)
+        loss = per_class.sum(dim=1)
+        norm = (weight.view(shape) * soft).sum(dim=1)
+        if valid is not None:
+            loss, norm = loss[valid], norm[valid]
+        return loss.sum() / norm.sum().clamp(min=1e-12)

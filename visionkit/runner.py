@@ -173,6 +173,11 @@ def build_task(cfg: DictConfig, dm: pl.LightningDataModule) -> BaseTask:
     spec = OmegaConf.to_container(cfg.task, resolve=True)
     task_cls = TASKS.get(spec["name"])
     kwargs = {k: v for k, v in spec.items() if k not in RUN_KEYS}
+    if isinstance(kwargs.get("class_weights"), str):  # a method: weights from the training split
+        from visionkit.data.imbalance import weights_from_data
+
+        beta = kwargs.get("class_weights_beta", 0.999)
+        kwargs["class_weights"] = weights_from_data(dm, kwargs["class_weights"], beta)
     return task_cls(
         model=cfg.model,
         num_classes=dm.num_classes,

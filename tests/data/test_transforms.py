@@ -135,6 +135,8 @@ def test_every_transform_runs_on_a_detection_sample(name: str) -> None:
     }.get(name, {})
     t = TRANSFORMS.build({"name": name, **kwargs})
     image, target = _sample(32, 28, [(2, 2, 20, 20), (10, 5, 26, 30)])
+    if hasattr(t, "bind"):  # multi-image (mosaic, copy_paste): other samples to draw from
+        t.bind([_sample(20, 24, [(1, 1, 9, 9)])])
     out_image, out_target = t((image, target))
     assert isinstance(out_image, tv_tensors.Image)
     assert out_target["masks"].shape[-2:] == out_image.shape[-2:]

@@ -91,6 +91,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     root, files, others = find_images(cfg.input, bool(cfg.get("recursive", True)))
     out = runner.setup(cfg)
     task = runner.load_task_from_checkpoint(cfg.ckpt_path).eval()
+    from visionkit.tta import enable_tta
+
+    enable_tta(task, cfg.get("tta"))  # test-time augmentation; null: the task's forward as it is
     dm = DATASETS.build(cfg.data, task=task.task_name)  # preprocessing only: no files are read
     if cfg.get("score_thresh") is not None and hasattr(task, "overlay_score_thresh"):
         task.overlay_score_thresh = float(cfg.score_thresh)

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from visionkit import runner
 from visionkit.errors import ConfigError
+from visionkit.tta import enable_tta, tta_results
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -16,6 +17,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("test needs a checkpoint: add ckpt_path=<path to .ckpt>")
     out = runner.setup(cfg)
     task = runner.load_task_from_checkpoint(cfg.ckpt_path)
+    tta = enable_tta(task, cfg.get("tta"))  # null: the task's forward as it is
     dm = runner.build_datamodule(cfg, task_name=task.task_name)
     runner.check_same_classes(task, dm, cfg.ckpt_path)
     trainer = runner.build_trainer(cfg, callbacks=[])
@@ -26,6 +28,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results.update(task.extra_results("test"))
     results.update(runner.data_results(dm))
     results["checkpoint"] = str(cfg.ckpt_path)
+    if tta is not None:
+        results["tta"] = tta_results(tta)
     results["figures"] = task.save_figures("test", str(out))
     analysis, pictures = runner.error_analysis(task, cfg, out)
     results.update(analysis)

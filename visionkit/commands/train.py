@@ -51,6 +51,12 @@ def run(cfg: DictConfig) -> float:
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     figures = task.save_figures("val", str(out)) if trainer.is_global_zero else []
     if cfg.get("test_after_fit", True) and runner.has_split(dm, "test"):
+        from visionkit.tta import enable_tta, tta_results
+
+        if (
+            enable_tta(task, cfg.get("tta")) is not None
+        ):  # the final test with test-time augmentation
+            results["tta"] = tta_results(task.tta)
         # the best checkpoint; without one (no checkpointing, `finetune=evaluate`) the weights as they are
         tested = trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)
         results.update(runner.scalar_metrics(tested[0] if tested else {}))

@@ -36,6 +36,9 @@ for _name, _target in {
     "normalize": f"{_OURS}:Normalize",
     "to_float": f"{_OURS}:ToFloat",
     "sanitize": f"{_OURS}:Sanitize",
+    # multi-image: they draw other training samples (visionkit.data.mix_transforms)
+    "mosaic": "visionkit.data.mix_transforms:Mosaic",
+    "copy_paste": "visionkit.data.mix_transforms:CopyPaste",
 }.items():
     TRANSFORMS.register(_target, name=_name)
 del _name, _target

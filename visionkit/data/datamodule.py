@@ -129,6 +129,7 @@ class VisionDataModule(pl.LightningDataModule):
         max_image_pixels: int | None = None,
         drop_last: bool = False,
         seed: int = 0,
+        sampler: Any = None,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -183,6 +184,8 @@ class VisionDataModule(pl.LightningDataModule):
         self.max_image_pixels = set_pixel_limit(max_image_pixels)
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
+        # class-aware training sampler (visionkit.data.samplers): class_balanced | repeat_factor
+        self.sampler_spec = sampler
         self.label_map: LabelMap | None = None
         self.datasets: dict[str, Dataset] = {}
         self._eval_pipeline: Any = None
@@ -226,8 +229,13 @@ class VisionDataModule(pl.LightningDataModule):
         label_map, datasets = self.build_splits()
         self.report.finish()
         self.label_map = label_map
+        from visionkit.data.mix_transforms import bind_multi_image
+
         for split, ds in datasets.items():
             ds.transform = self.pipeline(train=split == "train")
+            # mosaic / copy_paste draw other samples of the split (visionkit.data.mix_transforms)
+            key = "data.train_transforms" if split == "train" else "data.eval_transforms"
+            bind_multi_image(ds.transform, ds, self.task, split == "train", key)
             ds.max_pixels = self.max_image_pixels  # loader workers apply the same limit
         self.datasets = datasets
 
@@ -310,6 +318,12 @@ class VisionDataModule(pl.LightningDataModule):
             # the uninterrupted run's epochs (visionkit.data.shuffling). No `shuffle=` keyword:
             # Lightning reads `shuffle=False` as "not shuffled" when it swaps in a DistributedSampler.
             shuffling["sampler"] = EpochRandomSampler(dataset, seed=self.seed)
+            if self.sampler_spec:  # also a function of (seed, epoch), sharded per rank itself
+                from visionkit.data.samplers import build_sampler
+
+                shuffling["sampler"] = build_sampler(
+                    self.sampler_spec, dataset, self.task, self.num_classes, self.seed
+                )
             shuffling["generator"] = torch.Generator().manual_seed(self.seed)
         return (EpochDataLoader if train else DataLoader)(
             dataset,

@@ -31,6 +31,30 @@ def plain(value: Any) -> Any:
     return value
 
 
+def build_criterion(loss: Any, class_weights: Any, num_classes: int, **kwargs: Any) -> nn.Module:
+    """The LOSSES entry ``loss`` with ``kwargs`` and, given ``task.class_weights`` (one weight per
+    class; the runner turns a method name into the list from the training data), ``weight=``."""
+    from visionkit.registries import LOSSES
+
+    if class_weights is None:
+        return LOSSES.build(loss, **kwargs)
+    if isinstance(class_weights, str):
+        raise ConfigError(
+            f"task.class_weights={class_weights!r} needs the training data: build the task with "
+            "visionkit.runner.build_task (or give one weight per class)"
+        )
+    weights = [float(w) for w in plain(class_weights)]
+    if len(weights) != num_classes:
+        raise ConfigError(f"task.class_weights has {len(weights)} values for {num_classes} classes")
+    try:
+        return LOSSES.build(loss, weight=weights, **kwargs)
+    except TypeError:
+        raise ConfigError(
+            f"task.loss={plain(loss)!r} takes no class weights (task.class_weights); "
+            "cross_entropy, ce_dice and focal do"
+        ) from None
+
+
 class BaseTask(pl.LightningModule):
     """Builds backbone, optional neck and head by registry name; owns optimizer param groups."""
 

@@ -13,8 +13,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from visionkit.registries import LOSSES
-from visionkit.tasks.base import BaseTask
+from visionkit.tasks.base import BaseTask, build_criterion
 
 
 class ClassificationTask(BaseTask):
@@ -23,10 +22,19 @@ class ClassificationTask(BaseTask):
     task_name = "classification"
 
     def __init__(
-        self, *args: Any, loss: Any = "cross_entropy", label_smoothing: float = 0.0, **kwargs: Any
+        self,
+        *args: Any,
+        loss: Any = "cross_entropy",
+        label_smoothing: float = 0.0,
+        class_weights: Any = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, loss=loss, label_smoothing=label_smoothing, **kwargs)
-        self.criterion = LOSSES.build(loss, label_smoothing=label_smoothing)
+        super().__init__(
+            *args, loss=loss, label_smoothing=label_smoothing, class_weights=class_weights, **kwargs
+        )
+        self.criterion = build_criterion(
+            loss, class_weights, self.num_classes, label_smoothing=label_smoothing
+        )
         k = self.num_classes
         metrics = MetricCollection(
             {

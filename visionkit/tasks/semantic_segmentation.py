@@ -17,8 +17,7 @@ from torchmetrics.classification import (
 )
 
 from visionkit.data.labels import IGNORE_INDEX
-from visionkit.registries import LOSSES
-from visionkit.tasks.base import BaseTask
+from visionkit.tasks.base import BaseTask, build_criterion
 
 
 def iou_from_confusion(matrix: torch.Tensor) -> torch.Tensor:
@@ -38,9 +37,13 @@ class SemanticSegmentationTask(BaseTask):
 
     task_name = "semantic_segmentation"
 
-    def __init__(self, *args: Any, loss: Any = "cross_entropy", **kwargs: Any) -> None:
-        super().__init__(*args, loss=loss, **kwargs)
-        self.criterion = LOSSES.build(loss, ignore_index=IGNORE_INDEX)
+    def __init__(
+        self, *args: Any, loss: Any = "cross_entropy", class_weights: Any = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, loss=loss, class_weights=class_weights, **kwargs)
+        self.criterion = build_criterion(
+            loss, class_weights, self.num_classes, ignore_index=IGNORE_INDEX
+        )
         k = self.num_classes
         metrics = MetricCollection(
             {
