@@ -109,6 +109,30 @@ def _first_image(sample: Any) -> Any:
     return None
 
 
+class Preprocess:
+    """The evaluation preprocessing a checkpoint records (plain data, see
+    ``VisionDataModule.preprocessing``): any user picture -> the model's float input.
+
+    ``spec``: ``image_size``, ``mean``, ``std``, ``eval_transforms`` (TRANSFORMS specs) and
+    ``normalize`` (False for detectors: images in 0..1, they normalise themselves). Picklable, so
+    predict's loader workers run it."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = dict(spec)
+        last = Normalize(spec["mean"], spec["std"]) if spec.get("normalize", True) else ToFloat()
+        self.pipeline = v2.Compose([*build_pipeline(spec.get("eval_transforms") or []), last])
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        """Path, PIL image of any mode, ndarray or tensor -> float32 [3,H,W]."""
+        from visionkit.data.images import as_uint8_tensor
+
+        return self.to_input(as_uint8_tensor(image))
+
+    def to_input(self, image_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB [3,H,W] -> float32 [3,H',W'] model input."""
+        return self.pipeline(tv_tensors.Image(image_u8)).as_subclass(torch.Tensor)
+
+
 def build_pipeline(specs: Sequence[Any] | None) -> list[Any]:
     """The transforms listed by ``specs`` (TRANSFORMS names or ``{name: ..., **kw}`` mappings)."""
     from visionkit.registries import TRANSFORMS
