@@ -131,16 +131,20 @@ class BaseTask(pl.LightningModule):
 
     def predict_outputs(self, images: list[torch.Tensor]) -> list[Any]:
         """The model's raw output per image (what an exported file returns too): images of one
-        shape are stacked and run as one batch."""
+        shape run as one batch, so a result never depends on the other images of its batch (a
+        detector pads a batch to its largest image)."""
         outputs: list[Any] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(tuple(image.shape), []).append(i)
         for indices in groups.values():
-            batch = torch.stack([images[i] for i in indices]).to(self.device)
-            for i, out in zip(indices, self(batch), strict=True):
+            for i, out in zip(indices, self.run_batch([images[i] for i in indices]), strict=True):
                 outputs[i] = out
         return outputs
+
+    def run_batch(self, images: list[torch.Tensor]) -> Any:
+        """The model on images of one shape (stacked here; detectors take the list)."""
+        return self(torch.stack(images).to(self.device))
 
     def decode_options(self) -> dict[str, Any]:
         """Task settings ``decode`` needs beyond the label map (thresholds), as plain data."""

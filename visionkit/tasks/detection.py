@@ -222,7 +222,7 @@ class DetectionTask(BaseTask):
         }
 
     # -- prediction ----------------------------------------------------------------------------
-    def predict_outputs(self, images: list[torch.Tensor]) -> list[Target]:
+    def run_batch(self, images: list[torch.Tensor]) -> list[Target]:
         """Detections per image (boxes in the input's pixels, labels 0..K-1, scores[, masks])."""
         return [{k: v.cpu() for k, v in p.items()} for p in self([im.to(self.device) for im in images])]  # fmt: skip
 
