@@ -35,6 +35,7 @@ MODELS: dict[str, dict[str, Any]] = {
             "max_size": 64,
             "representation_size": 16,
             "mask_channels": 8,
+            "detections_per_img": 20,
             "score_thresh": 0.0,
         },
     },

@@ -22,3 +22,7 @@ class DataError(VisionkitError, ValueError):
 
 class PluginError(VisionkitError, ImportError):
     """A plugin that failed to load, in strict mode."""
+
+
+class ExportError(VisionkitError, RuntimeError):
+    """An exported model that does not reproduce the eager one (the export check failed)."""

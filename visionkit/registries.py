@@ -74,7 +74,8 @@ TRANSFORMS = Registry(
     "TRANSFORMS", "(**kw) -> callable on torchvision tv_tensors samples (transforms.v2)"
 )
 DATASETS = Registry(
-    "DATASETS", "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map"
+    "DATASETS",
+    "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map, preprocessing()",
 )
 TASKS = Registry(
     "TASKS",

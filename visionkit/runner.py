@@ -63,7 +63,8 @@ def build_task(cfg: DictConfig, dm: pl.LightningDataModule) -> BaseTask:
         model=cfg.model,
         num_classes=dm.num_classes,
         label_map=dm.label_map.to_dict(),
-        preprocessing=dm.preprocessing(),
+        # a datamodule without one (third-party): its checkpoints cannot be predicted with alone
+        preprocessing=dm.preprocessing() if callable(getattr(dm, "preprocessing", None)) else None,
         optimizer=cfg.get("optimizer"),
         scheduler=cfg.get("scheduler"),
         **kwargs,

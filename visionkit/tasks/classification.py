@@ -73,6 +73,12 @@ class ClassificationTask(BaseTask):
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end
 
+    def export_module(self) -> torch.nn.Module:
+        """images [N,3,H,W] -> logits [N,K], without Lightning (visionkit.export)."""
+        from visionkit.export import LogitsModel
+
+        return LogitsModel(self.backbone, self.neck, self.head, dense=False)
+
     @classmethod
     def decode(cls, outputs: list[torch.Tensor], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any]) -> list[Classification]:  # fmt: skip
         """Logits [K] per image -> the most probable class and its probability."""

@@ -226,6 +226,13 @@ class DetectionTask(BaseTask):
         """Detections per image (boxes in the input's pixels, labels 0..K-1, scores[, masks])."""
         return [{k: v.cpu() for k, v in p.items()} for p in self([im.to(self.device) for im in images])]  # fmt: skip
 
+    def export_module(self) -> torch.nn.Module:
+        """image [3,H,W] -> boxes, labels, scores[, masks] with the post-processing, without
+        Lightning (visionkit.export)."""
+        from visionkit.export import DetectorModel
+
+        return DetectorModel(self.backbone, self.neck, self.head, masks="segm" in self.iou_types)
+
     def decode_options(self) -> dict[str, Any]:
         return {"score_thresh": float(self.overlay_score_thresh), "mask_threshold": float(self.mask_threshold)}  # fmt: skip
 

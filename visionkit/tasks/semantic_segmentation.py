@@ -102,6 +102,12 @@ class SemanticSegmentationTask(BaseTask):
         return {f"{stage}/per_class_iou": values}
 
     # -- prediction --------------------------------------------------------------------------
+    def export_module(self) -> torch.nn.Module:
+        """images [N,3,H,W] -> logits [N,K,H,W], without Lightning (visionkit.export)."""
+        from visionkit.export import LogitsModel
+
+        return LogitsModel(self.backbone, self.neck, self.head, dense=True)
+
     @classmethod
     def decode(cls, outputs: list[torch.Tensor], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any]) -> list[SemanticMap]:  # fmt: skip
         """Logits [K,h,w] per image, resized to the original size -> class and score per pixel."""
