@@ -234,11 +234,10 @@ class Runner:
         names = output_names(self.task_name)
         if is_detector(self.task_name):
             return [dict(zip(names, self.backend.run(im.cpu().float().contiguous()), strict=True)) for im in images]  # fmt: skip
+        from visionkit.data.predict import by_shape
+
         outputs: list[Any] = [None] * len(images)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault(tuple(image.shape), []).append(i)
-        for indices in groups.values():
+        for indices in by_shape(images):
             (logits,) = self.backend.run(torch.stack([images[i] for i in indices]).cpu().float().contiguous())  # fmt: skip
             for i, out in zip(indices, logits, strict=True):
                 outputs[i] = out

@@ -56,3 +56,12 @@ def predict_loader(items: Sequence[Any], preprocess: Callable[[torch.Tensor], to
         num_workers=int(num_workers),
         collate_fn=collate,
     )
+
+
+def by_shape(images: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of ``images`` grouped by shape (each group runs as one stacked batch, so a result
+    never depends on the other images of its batch)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    return list(groups.values())

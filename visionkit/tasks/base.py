@@ -117,8 +117,9 @@ class BaseTask(pl.LightningModule):
         spec = self.hparams.get("preprocessing")
         if not spec:
             raise ConfigError(
-                "this checkpoint records no preprocessing (saved by visionkit before it did); "
-                "retrain it, or predict with the data's own evaluation transform"
+                "this checkpoint records no preprocessing (saved by a visionkit before 0.1.0's "
+                "self-describing checkpoints, or with a datamodule without preprocessing()); "
+                "retrain it to predict or export with it"
             )
         return Preprocess(spec)
 
@@ -133,11 +134,10 @@ class BaseTask(pl.LightningModule):
         """The model's raw output per image (what an exported file returns too): images of one
         shape run as one batch, so a result never depends on the other images of its batch (a
         detector pads a batch to its largest image)."""
+        from visionkit.data.predict import by_shape
+
         outputs: list[Any] = [None] * len(images)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault(tuple(image.shape), []).append(i)
-        for indices in groups.values():
+        for indices in by_shape(images):
             for i, out in zip(indices, self.run_batch([images[i] for i in indices]), strict=True):
                 outputs[i] = out
         return outputs
