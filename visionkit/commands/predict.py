@@ -1,5 +1,9 @@
 """``python -m visionkit predict ckpt_path=... input=<image or folder>``: predictions as pictures.
 
+``ckpt_path`` is a checkpoint or an exported file (``visionkit.load``); the preprocessing and label
+map come from it. Images of any size and mode are read by ``num_workers`` loader processes and
+predicted ``batch_size`` at a time through the task's ``predict_step`` (one path for every task).
+
 Outputs in the run directory mirror the input tree (a folder is searched with its sub-folders
 unless ``recursive=false``, skipping run folders, those holding ``.hydra/``, so predicting ``.``
 again does not predict earlier outputs), so no two inputs share an output file::
