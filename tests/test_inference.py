@@ -100,7 +100,8 @@ def test_detections_in_original_pixels_with_dataset_ids(task: str, ckpts: dict[s
             assert len(result) == len(eager["scores"]) > 0
             torch.testing.assert_close(result.boxes, eager["boxes"])
             assert result.labels.tolist() == [dm.LABEL_MAP["ids"][i] for i in eager["labels"].tolist()]  # fmt: skip
-            assert (result.boxes[:, 2] <= w).all() and (result.boxes[:, 3] <= h).all()
+            # inside the image (torchvision clips at the resized size, then scales in float32)
+            assert (result.boxes[:, 2] <= w + 1e-4).all() and (result.boxes[:, 3] <= h + 1e-4).all()
             records = result.to_coco(9)
             assert {r["category_id"] for r in records} <= {3, 7, 12} and len(records) == len(result)
             if task == "instance_segmentation":
