@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml plugins/visionkit-example/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,loggers,sweep]' -e plugins/visionkit-example
+	$(PY) -m pip install -q -e '.[dev,loggers,sweep,export]' -e plugins/visionkit-example
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import write_table
 
 RARE = 50  # the first category keeps 1 in RARE of its training images

@@ -24,7 +24,7 @@ from visionkit.plugins import conf_dir, load_all, plugin_config_dirs, register_c
 from visionkit.schedulers import build_scheduler
 
 CONF = conf_dir()
-PRIMARY = {"train", "predict", "analyze", "browse", "stats"}
+PRIMARY = {"train", "predict", "export", "analyze", "browse", "stats"}
 TASKS_ORDER = ["classification", "semantic_segmentation", "detection", "instance_segmentation"]
 
 

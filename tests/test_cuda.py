@@ -58,3 +58,22 @@ def test_roi_align_on_cuda_is_torchvisions() -> None:
     (ref_grad,) = torch.autograd.grad(ref.sum(), x)
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(grad, ref_grad)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_load_on_cuda_predicts_as_on_cpu(tmp_path: Path, task: str) -> None:
+    """visionkit.load(..., device="cuda"): the same typed results (on the CPU) as on the CPU."""
+    import visionkit
+    from tests import deploy_models as dm
+
+    ckpt = dm.save(dm.build(task), tmp_path / "model.ckpt")
+    pictures = list(dm.pictures(tmp_path, {"a.png": (50, 30), "b.png": (40, 44)}).values())
+    cpu = visionkit.load(ckpt).predict(pictures)
+    gpu = visionkit.load(ckpt, device="cuda").predict(pictures)
+    for c, g in zip(cpu, gpu, strict=True):
+        if isinstance(c, visionkit.Classification):
+            torch.testing.assert_close(g.probs, c.probs, atol=1e-3, rtol=0)
+        elif isinstance(c, visionkit.SemanticMap):
+            assert g.size == c.size and (g.indices == c.indices).float().mean() > 0.99
+        else:
+            assert g.boxes.device.type == "cpu" and g.size == c.size and len(g) > 0

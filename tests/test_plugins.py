@@ -84,6 +84,26 @@ def test_list_does_not_import_lightning() -> None:
     assert "tasks classification visionkit" in proc.stdout
 
 
+def test_registries_fill_themselves_on_first_lookup() -> None:
+    """`import visionkit` is all a library user writes: built-ins and plugins load on the first
+    lookup in any registry, still without importing Lightning."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, visionkit;"
+        "assert 'visionkit.layers.act' not in sys.modules, 'built-ins loaded on import';"
+        "print(visionkit.ACTIVATIONS.get('hswish').__name__);"
+        "print('squareplus' in visionkit.ACTIVATIONS, visionkit.TASKS.names());"
+        "assert 'pytorch_lightning' not in sys.modules, 'lightning imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "HardSwish"
+    assert lines[1].startswith("True ['classification', 'detection',")
+
+
 def test_broken_plugin_is_reported_and_skipped(cli: CLI, tmp_path: Path) -> None:
     env = make_broken_plugin(tmp_path / "site")
     proc = cli("list", "activations", env=env)

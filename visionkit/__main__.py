@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "train": ("visionkit.commands.train:run", "train"),
     "test": ("visionkit.commands.test:run", "train"),
     "predict": ("visionkit.commands.predict:run", "predict"),
+    "export": ("visionkit.commands.export:run", "export"),
     "analyze": ("visionkit.commands.analyze:run", "analyze"),
     "browse": ("visionkit.commands.browse:run", "browse"),
     "stats": ("visionkit.commands.stats:run", "stats"),

@@ -26,6 +26,10 @@ class PluginError(VisionkitError, ImportError):
     """A plugin that failed to load, in strict mode."""
 
 
+class ExportError(VisionkitError, RuntimeError):
+    """An exported model that does not reproduce the eager one (the export check failed)."""
+
+
 def user_message(exc: BaseException) -> str:
     """The one line a user sees for ``exc``. An error raised in a DataLoader worker comes back
     from torch as "Caught DataError in DataLoader worker process 0. Original Traceback ...":

@@ -1,7 +1,8 @@
 """Every registry of visionkit, declared once; each docstring is the family's callable contract.
 
 Built-in entries are registered by the modules that define them (``visionkit.plugins.load_all``
-imports those), third-party ones by entry-point plugins.
+imports those), third-party ones by entry-point plugins. Each registry loads both on its first
+lookup, so ``import visionkit`` is all a library user writes (``visionkit.ACTIVATIONS.get(...)``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ TRANSFORMS = Registry(
     "TRANSFORMS", "(**kw) -> callable on torchvision tv_tensors samples (transforms.v2)"
 )
 DATASETS = Registry(
-    "DATASETS", "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map"
+    "DATASETS",
+    "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map, preprocessing()",
 )
 TASKS = Registry(
     "TASKS",
@@ -100,3 +102,17 @@ ALL: dict[str, Registry] = {
         CALLBACKS,
     )
 }
+
+
+def _load_all() -> None:
+    """Fill every registry once (built-ins, then plugins), on the first lookup in any of them."""
+    for reg in ALL.values():
+        reg.fill = None
+    from visionkit.plugins import load_all
+
+    load_all()
+
+
+for _reg in ALL.values():
+    _reg.fill = _load_all
+del _reg

@@ -136,6 +136,13 @@ class Registry:
         self._check = check
         self._suppliers: dict[str, dict[str, Entry]] = {}  # name or alias -> {source: entry}
         self._prefer: dict[str, str] = {}  # name -> source chosen by the user
+        self.fill: Callable[[], None] | None = None  # called once, before the first lookup
+
+    def _filled(self) -> None:
+        """Run ``fill`` (visionkit's registries: load built-ins and plugins) on the first lookup."""
+        fill, self.fill = self.fill, None
+        if fill is not None:
+            fill()
 
     # -- registration -------------------------------------------------------------------------
     def register(
@@ -200,6 +207,7 @@ class Registry:
     # -- lookup -------------------------------------------------------------------------------
     def _entry_or_none(self, name: str) -> Entry | None:
         """The entry for a (possibly ``package:``-qualified) name; a clash raises, naming both."""
+        self._filled()
         source, _, key = str(name).rpartition(":")
         suppliers = self._suppliers.get(key, {})
         chosen = source or self._prefer.get(key)
@@ -245,6 +253,7 @@ class Registry:
         """Whether any package supplies ``name`` (a clash still counts: looking it up explains)."""
         if not isinstance(name, str):
             return False
+        self._filled()
         source, _, key = name.rpartition(":")
         return any(not source or same_source(s, source) for s in self._suppliers.get(key, {}))
 
@@ -256,6 +265,7 @@ class Registry:
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching the fnmatch ``pattern`` (aliases excluded)."""
+        self._filled()
         return sorted(
             key
             for key, suppliers in self._suppliers.items()
@@ -264,6 +274,7 @@ class Registry:
 
     def suppliers(self, name: str) -> list[Entry]:
         """Every package's entry for ``name``, sorted by source (several only on a clash)."""
+        self._filled()
         return sorted(self._suppliers.get(name, {}).values(), key=lambda e: e.source)
 
     def source(self, name: str) -> str:

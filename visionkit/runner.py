@@ -182,6 +182,8 @@ def build_task(cfg: DictConfig, dm: pl.LightningDataModule) -> BaseTask:
         model=cfg.model,
         num_classes=dm.num_classes,
         label_map=dm.label_map.to_dict(),
+        # a datamodule without one (third-party): its checkpoints cannot be predicted with alone
+        preprocessing=dm.preprocessing() if callable(getattr(dm, "preprocessing", None)) else None,
         optimizer=cfg.get("optimizer"),
         scheduler=cfg.get("scheduler"),
         **kwargs,
@@ -300,8 +302,8 @@ def has_split(dm: pl.LightningDataModule, split: str) -> bool:
 
 def check_same_classes(task: BaseTask, dm: pl.LightningDataModule, ckpt_path: Any) -> None:
     """A checkpoint evaluated on data with other classes would give meaningless numbers."""
-    saved = (task.hparams.get("label_map") or {}).get("ids")
-    if saved is not None and list(saved) != list(dm.label_map.ids):
+    saved = task.label_map.ids
+    if list(saved) != list(dm.label_map.ids):
         raise ConfigError(
             f"{ckpt_path} was trained on category ids {list(saved)}, but the data "
             f"'{dm.__class__.__name__}' has {list(dm.label_map.ids)}"

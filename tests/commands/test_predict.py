@@ -11,10 +11,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
+import visionkit
 from tests.conftest import FAST
 from visionkit.commands.predict import find_images, output_names
+from visionkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionkit.errors import ConfigError
 
 SMALL = ["data.num_workers=0", "data.batch_size=4", "model.backbone.channels=[8,8,16,16]"]
@@ -61,7 +65,8 @@ def segmenter(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 
 def predict(cli, ckpt: Path, inputs: Path, out: str) -> subprocess.CompletedProcess:
-    return cli("predict", f"ckpt_path={ckpt}", f"input={inputs}", "data.num_workers=0", "callbacks.progress=null", f"hydra.run.dir={out}", check=True)  # fmt: skip
+    """No data override: the checkpoint's own preprocessing; batches of 2 read by 1 worker."""
+    return cli("predict", f"ckpt_path={ckpt}", f"input={inputs}", "batch_size=2", "num_workers=1", f"hydra.run.dir={out}", check=True)  # fmt: skip
 
 
 def pictures(folder: Path) -> dict[str, Path]:
@@ -90,6 +95,16 @@ def test_classification_outputs_mirror_the_tree_and_never_collide(cli, classifie
     images = json.loads((out / "images.json").read_text())
     assert {im["file_name"]: im["overlay"] for im in images} == {k: f"predictions/{v}" for k, v in ISSUE_OUTPUTS.items()}  # fmt: skip
     assert {im["file_name"]: (im["width"], im["height"]) for im in images} == ISSUE_TREE
+    # trained with data=imagefolder data.image_size=32: predicted at 32 px (the checkpoint's
+    # preprocessing), not at the default data's size, though no data override was given
+    model = visionkit.load(classifier)
+    with torch.no_grad():
+        for p in predictions:
+            raw = torch.from_numpy(np.asarray(Image.open(inputs / p["file_name"]).convert("RGB")).transpose(2, 0, 1).copy())  # fmt: skip
+            x = TF.normalize(TF.resize(raw, [32, 32], antialias=True).float() / 255, IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
+            probs = model.task(x[None]).softmax(dim=1)[0]
+            assert p["label"] == model.class_names[int(probs.argmax())]
+            assert abs(p["score"] - float(probs.max())) < 1e-5, p
 
 
 def test_semantic_overlays_and_label_maps_in_separate_trees(cli, segmenter: Path, tmp_path: Path) -> None:  # fmt: skip

@@ -142,7 +142,10 @@ def test_unknown_command_suggests(cli: CLI) -> None:
 
 def test_help_lists_commands_and_does_not_import_torch(cli: CLI) -> None:
     proc = cli("--help", env={"PYTHONVERBOSE": "1"}, check=True)
-    assert "Commands: train, test, predict, list, analyze, browse, stats" in proc.stdout
+    assert (
+        "Commands: train, test, predict, export, list, analyze, browse, stats, report"
+        in proc.stdout
+    )
     assert "task: classification" in proc.stdout
     imported = [line for line in proc.stderr.splitlines() if line.startswith("import ")]
     assert imported, "PYTHONVERBOSE should log imports"

@@ -1,5 +1,9 @@
 """``python -m visionkit predict ckpt_path=... input=<image or folder>``: predictions as pictures.
 
+``ckpt_path`` is a checkpoint or an exported file (``visionkit.load``); the preprocessing and label
+map come from it. Images of any size and mode are read by ``num_workers`` loader processes and
+predicted ``batch_size`` at a time through the task's ``predict_step`` (one path for every task).
+
 Outputs in the run directory mirror the input tree (a folder is searched with its sub-folders
 unless ``recursive=false``, skipping run folders, those holding ``.hydra/``, so predicting ``.``
 again does not predict earlier outputs), so no two inputs share an output file::
@@ -32,11 +36,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from visionkit import runner
 from visionkit.errors import ConfigError
+from visionkit.predictions import Classification, Detections, SemanticMap
 
 
 def find_images(source: str | Path, recursive: bool = True) -> tuple[Path, list[Path], list[Path]]:
@@ -81,81 +85,54 @@ def output_names(files: list[Path], root: Path) -> dict[Path, PurePosixPath]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Predict every input image with the checkpoint's task; returns a summary of files written."""
-    from visionkit.data.images import load_image
+    """Predict every input image with the model of ``ckpt_path`` (a checkpoint or an exported
+    file), in batches read by loader workers; returns a summary of the files written."""
+    from visionkit.data.predict import predict_loader
+    from visionkit.inference import load
     from visionkit.overlays import save_png
-    from visionkit.registries import DATASETS
 
     if not cfg.get("ckpt_path"):
-        raise ConfigError("predict needs a checkpoint: add ckpt_path=<path to .ckpt>")
+        raise ConfigError("predict needs a checkpoint: add ckpt_path=<path to .ckpt or exported file>")  # fmt: skip
     root, files, others = find_images(cfg.input, bool(cfg.get("recursive", True)))
     out = runner.setup(cfg)
-    task = runner.load_task_from_checkpoint(cfg.ckpt_path).eval()
-    from visionkit.tta import enable_tta
+    model = load(cfg.ckpt_path)
+    if cfg.get("tta"):  # test-time augmentation wraps the task's forward (checkpoints only)
+        from visionkit.tta import enable_tta
 
-    enable_tta(task, cfg.get("tta"))  # test-time augmentation; null: the task's forward as it is
-    dm = DATASETS.build(cfg.data, task=task.task_name)  # preprocessing only: no files are read
-    if cfg.get("score_thresh") is not None and hasattr(task, "overlay_score_thresh"):
-        task.overlay_score_thresh = float(cfg.score_thresh)
+        if model.task is None:
+            raise ConfigError(f"tta needs a checkpoint; {cfg.ckpt_path} is an exported model (config keys tta, ckpt_path)")  # fmt: skip
+        enable_tta(model.task, cfg.get("tta"))
     names = output_names(files, root)
-    pictures, records, images, labels = [], [], [], []
-    with torch.no_grad():
-        for index, path in enumerate(files, start=1):
-            raw = load_image(path)
-            x = dm.eval_transform(raw)
-            picture, extra = _predict_one(task, raw, x, index)
+    score_thresh = cfg.get("score_thresh")
+    loader = predict_loader(files, model.preprocess.to_input, int(cfg.get("batch_size") or 1), int(cfg.get("num_workers") or 0), keep_raw=True)  # fmt: skip
+    pictures, images, records, labels = [], [], [], []
+    for batch in loader:
+        for result, i, raw in zip(model.predict_batch(batch), batch["index"], batch["raw"], strict=True):  # fmt: skip
+            path = files[i]
             overlay = PurePosixPath("predictions") / names[path]
-            pictures.append(save_png(picture, out / overlay))
+            kwargs = {"score_thresh": float(score_thresh)} if score_thresh is not None and isinstance(result, Detections) else {}  # fmt: skip
+            pictures.append(save_png(result.draw(raw, **kwargs), out / overlay))
             h, w = raw.shape[-2:]
             file_name = path.relative_to(root).as_posix()
-            image = {"id": index, "file_name": file_name, "height": int(h), "width": int(w), "overlay": str(overlay)}  # fmt: skip
-            if task.task_name in ("detection", "instance_segmentation"):
-                records.extend(extra)
-            elif task.task_name == "semantic_segmentation":
+            image = {"id": i + 1, "file_name": file_name, "height": int(h), "width": int(w), "overlay": str(overlay)}  # fmt: skip
+            if isinstance(result, SemanticMap):  # class index per pixel, beside the overlays
                 image["labels"] = str(PurePosixPath("labels") / names[path])
-                save_png(extra.to(torch.uint8)[None].expand(3, -1, -1), out / image["labels"])
+                save_png(result.indices.to(torch.uint8)[None].expand(3, -1, -1), out / image["labels"])  # fmt: skip
+            elif isinstance(result, Classification):
+                labels.append({"file_name": file_name, **result.to_dict()})
             else:
-                labels.append({"file_name": file_name, **extra})
+                records.extend(result.to_coco(i + 1))
             images.append(image)
     (out / "images.json").write_text(json.dumps(images, indent=1))
     summary: dict[str, Any] = {"images": len(files), "pictures": pictures, "index": str(out / "images.json")}  # fmt: skip
-    if task.task_name in ("detection", "instance_segmentation"):
+    if labels:
+        (out / "predictions.json").write_text(json.dumps(labels, indent=1))
+        summary["predictions"] = str(out / "predictions.json")
+    elif model.task_name in ("detection", "instance_segmentation"):
         from visionkit.evaluation.coco import write_results
 
         write_results(out / "detections.json", records)  # atomic, like test's detections.json
         summary["detections"] = str(out / "detections.json")
-    elif task.task_name == "classification":
-        (out / "predictions.json").write_text(json.dumps(labels, indent=1))
-        summary["predictions"] = str(out / "predictions.json")
     skipped = f" ({len(others)} other files skipped: not images, or in a run folder)" if others else ""  # fmt: skip
     print(f"predict: {len(files)} images of {root} -> {out / 'predictions'}{skipped}")
     return summary
-
-
-def _predict_one(task: Any, raw: torch.Tensor, x: torch.Tensor, image_id: int) -> tuple[torch.Tensor, Any]:  # fmt: skip
-    """(overlay picture, task-specific output) for one image; coordinates of the original image."""
-    from visionkit.overlays import draw_detections, draw_semantic
-
-    size = tuple(raw.shape[-2:])
-    x = x.to(task.device)
-    if task.task_name in ("detection", "instance_segmentation"):
-        from visionkit.evaluation.coco import to_coco_results
-
-        pred = task([x])[0]
-        pred = {k: v.cpu() for k, v in pred.items()}
-        pred = task._to_original(pred, tuple(x.shape[-2:]), size)
-        records = to_coco_results([{**pred, "image_id": image_id}], task.label_ids(), task.mask_threshold)  # fmt: skip
-        return task.draw(raw, pred), records
-    logits = task(x[None])
-    if task.task_name == "semantic_segmentation":
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        label_map = logits.argmax(dim=1)[0].cpu()
-        return draw_semantic(raw, label_map, task.num_classes), label_map
-    probs = logits.softmax(dim=1)[0].cpu()
-    score, label = probs.max(dim=0)
-    ids = (task.hparams.get("label_map") or {}).get("ids") or list(range(task.num_classes))
-    name = task.class_names[int(label)]
-    h, w = size
-    box = torch.tensor([[0.0, 0.0, w - 1.0, h - 1.0]])
-    picture = draw_detections(raw, box, label[None], score[None], task.class_names)
-    return picture, {"label": name, "category_id": int(ids[int(label)]), "score": float(score)}

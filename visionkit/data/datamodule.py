@@ -21,7 +21,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from visionkit.data.images import set_pixel_limit
@@ -32,6 +31,7 @@ from visionkit.data.transforms import (
     IMAGENET_STD,
     BatchMix,
     Normalize,
+    Preprocess,
     Sanitize,
     ToFloat,
     build_pipeline,
@@ -280,18 +280,25 @@ class VisionDataModule(pl.LightningDataModule):
             specs = self.default_transforms(train)
         return v2.Compose([*build_pipeline(specs), *self.finishing_steps()])
 
+    def preprocessing(self) -> dict[str, Any]:
+        """The evaluation preprocessing as plain data, recorded in checkpoints so ``predict``,
+        ``export`` and ``visionkit.load`` rebuild it without the data config."""
+        from visionkit.tasks.base import plain
+
+        specs = self.eval_specs if self.eval_specs is not None else self.default_transforms(False)
+        return {
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "eval_transforms": [plain(spec) for spec in specs],
+            "normalize": self.task not in DETECTION_TASKS,
+        }
+
     def eval_transform(self, image: Any) -> torch.Tensor:
         """Any user picture (path, PIL of any mode, ndarray, tensor) -> model-ready float tensor."""
-        from visionkit.data.images import as_uint8_tensor
-
         if self._eval_pipeline is None:
-            specs = (
-                self.eval_specs if self.eval_specs is not None else self.default_transforms(False)
-            )
-            last = ToFloat() if self.task in DETECTION_TASKS else Normalize(self.mean, self.std)
-            self._eval_pipeline = v2.Compose([*build_pipeline(specs), last])
-        out = self._eval_pipeline(tv_tensors.Image(as_uint8_tensor(image)))
-        return out.as_subclass(torch.Tensor)
+            self._eval_pipeline = Preprocess(self.preprocessing())
+        return self._eval_pipeline(image)
 
     # -- loaders -------------------------------------------------------------------------------
     def collate(self, train: bool) -> Collate:

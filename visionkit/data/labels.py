@@ -71,6 +71,14 @@ class LabelMap:
             return lut[indices.long()]
         return [self.ids[int(i)] for i in indices]
 
+    def name(self, index: int) -> str:
+        """Class name of a training index."""
+        return self.names[int(index)]
+
+    def categories(self) -> list[dict[str, Any]]:
+        """COCO ``categories`` (id, name) in index order."""
+        return [{"id": i, "name": n} for i, n in zip(self.ids, self.names, strict=True)]
+
     def with_background(self, name: str = "background", cid: int = 0) -> LabelMap:
         """A map with an explicit background class at index 0 (semantic segmentation)."""
         if cid in self._index:
@@ -87,6 +95,12 @@ class LabelMap:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabelMap:
         return cls(list(data["names"]), list(data.get("ids") or []))
+
+    @classmethod
+    def from_ids(cls, ids: Iterable[int]) -> LabelMap:
+        """Ids only (names are the ids as text)."""
+        ids = [int(i) for i in ids]
+        return cls([str(i) for i in ids], ids)
 
     @classmethod
     def from_categories(cls, categories: Iterable[Mapping[str, Any]]) -> LabelMap:

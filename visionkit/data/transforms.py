@@ -107,6 +107,40 @@ def _first_image(sample: Any) -> Any:
     return None
 
 
+class Preprocess:
+    """The evaluation preprocessing a checkpoint records (plain data, see
+    ``VisionDataModule.preprocessing``): any user picture -> the model's float input.
+
+    ``spec``: ``image_size``, ``mean``, ``std``, ``eval_transforms`` (TRANSFORMS specs) and
+    ``normalize`` (False for detectors: images in 0..1, they normalise themselves). Picklable, so
+    predict's loader workers run it."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = dict(spec)
+        last = Normalize(spec["mean"], spec["std"]) if spec.get("normalize", True) else ToFloat()
+        self.pipeline = v2.Compose([*build_pipeline(spec.get("eval_transforms") or []), last])
+        # exported detectors: the detector's own resize (min_size, max_size), done here
+        self.detector_size = spec.get("detector_size")
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        """Path, PIL image of any mode, ndarray or tensor -> float32 [3,H,W]."""
+        from visionkit.data.images import as_uint8_tensor
+
+        return self.to_input(as_uint8_tensor(image))
+
+    def to_input(self, image_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB [3,H,W] -> float32 [3,H',W'] model input."""
+        x = self.pipeline(tv_tensors.Image(image_u8)).as_subclass(torch.Tensor)
+        if self.detector_size:  # as torchvision's detector transform: normalise, then resize
+            from visionkit.export import detector_size
+
+            d = self.detector_size
+            size = detector_size(*x.shape[-2:], d["min_size"], d["max_size"])
+            x = (x - x.new_tensor(d["mean"])[:, None, None]) / x.new_tensor(d["std"])[:, None, None]
+            x = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]  # fmt: skip
+        return x
+
+
 def build_pipeline(specs: Sequence[Any] | None) -> list[Any]:
     """The transforms listed by ``specs`` (TRANSFORMS names or ``{name: ..., **kw}`` mappings)."""
     from visionkit.registries import TRANSFORMS

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from visionkit.data.labels import LabelMap
 from visionkit.errors import ConfigError, DataError
 from visionkit.files import atomic_open
 
@@ -54,31 +55,47 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
 
 def to_coco_results(
     predictions: Iterable[Mapping[str, Any]],
-    category_ids: Sequence[int],
+    category_ids: LabelMap | Sequence[int],
     mask_threshold: float = 0.5,
 ) -> list[dict[str, Any]]:
     """Per-image dicts (``image_id``, ``boxes`` xyxy, ``labels`` 0..K-1, ``scores``[, ``masks``
-    [M,(1,)H,W]]) -> COCO result records with original category ids (xywh boxes, RLE masks)."""
+    [M,(1,)H,W]]) -> COCO result records with original category ids (xywh boxes, RLE masks);
+    ``category_ids``: the task's LabelMap (or the ids in index order)."""
+    label_map = category_ids if isinstance(category_ids, LabelMap) else LabelMap.from_ids(category_ids)  # fmt: skip
     records = []
     for pred in predictions:
-        boxes = np.asarray(_numpy(pred["boxes"]), dtype=np.float64).reshape(-1, 4)
         labels = np.asarray(_numpy(pred["labels"])).reshape(-1)
-        scores = np.asarray(_numpy(pred["scores"]), dtype=np.float64).reshape(-1)
-        masks = pred.get("masks")
+        records += coco_records(int(pred["image_id"]), pred["boxes"], label_map.to_ids(labels), pred["scores"], pred.get("masks"), mask_threshold)  # fmt: skip
+    return records
+
+
+def coco_records(
+    image_id: int,
+    boxes: Any,
+    category_ids: Sequence[int],
+    scores: Any,
+    masks: Any = None,
+    mask_threshold: float = 0.5,
+) -> list[dict[str, Any]]:
+    """One image's detections (xyxy boxes, dataset category ids, scores[, mask probabilities
+    [M,(1,)H,W]]) -> COCO result records (xywh boxes, RLE masks)."""
+    boxes = np.asarray(_numpy(boxes), dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(_numpy(scores), dtype=np.float64).reshape(-1)
+    if masks is not None:
+        masks = _numpy(masks)
+        masks = masks.reshape(len(boxes), *masks.shape[-2:]) >= mask_threshold
+    records = []
+    for j in range(len(boxes)):
+        x1, y1, x2, y2 = (float(v) for v in boxes[j])
+        rec = {
+            "image_id": int(image_id),
+            "category_id": int(category_ids[j]),
+            "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+            "score": round(float(scores[j]), 5),
+        }
         if masks is not None:
-            masks = _numpy(masks)
-            masks = masks.reshape(len(boxes), *masks.shape[-2:]) >= mask_threshold
-        for j in range(len(boxes)):
-            x1, y1, x2, y2 = (float(v) for v in boxes[j])
-            rec = {
-                "image_id": int(pred["image_id"]),
-                "category_id": int(category_ids[int(labels[j])]),
-                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                "score": round(float(scores[j]), 5),
-            }
-            if masks is not None:
-                rec["segmentation"] = encode_mask(masks[j])
-            records.append(rec)
+            rec["segmentation"] = encode_mask(masks[j])
+        records.append(rec)
     return records
 
 

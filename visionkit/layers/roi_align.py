@@ -3,7 +3,8 @@
 torchvision's CPU ``roi_align`` backward is a serial loop over every sample: it took 45 % of a
 Mask R-CNN training step on 2 cores. Bilinear sampling and bin averaging are separable, so each
 roi is ``Ay @ F @ Ax^T`` with small interpolation matrices: the same values and gradients as
-torchvision (``aligned=False``) to float rounding, through threaded matmuls.
+torchvision (``aligned=False``) to float rounding, through threaded matmuls. Under export (ONNX,
+TorchScript) it is torchvision's op, which exporters translate.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def roi_align(
     torchvision's kernel (its serial loop is in the backward: forward alone the two are even).
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    if (
+        exporting()
+    ):  # ONNX / TorchScript: torchvision's op, which both know (no bincount, no checks)
+        return tv_roi_align(features, rois, (out_h, out_w), spatial_scale, sampling_ratio)
     n, c, h, w = features.shape
     if rois.dim() != 2 or rois.shape[1] != 5:
         raise ValueError(f"roi_align: rois must be [R, 5] (image, x1, y1, x2, y2), got {list(rois.shape)}")  # fmt: skip
@@ -56,6 +61,16 @@ def roi_align(
     if not separable:
         return tv_roi_align(features, rois, (out_h, out_w), spatial_scale, sampling_ratio)
     return _separable_roi_align(features, rois, counts, (out_h, out_w), spatial_scale, sampling_ratio)  # fmt: skip
+
+
+def exporting() -> bool:
+    """Whether the model is being traced, scripted or exported (ONNX, torch.export)."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_exporting()
+    )
 
 
 def _axis_weights(
@@ -126,9 +141,17 @@ def _level_scale(feature: torch.Tensor, image_size: Sequence[int]) -> float:
 
 class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
     """torchvision's pooler (same arguments; its detectors check the type) with :func:`roi_align`:
-    each box pooled from the FPN level of its size (torchvision's ``LevelMapper``). Level scales are
-    inferred on every call, not cached from the first batch.
+    each box pooled from the FPN level of its size (torchvision's ``LevelMapper``).
+
+    ``scales``: each level's scale (1 / its reduction, from the backbone's ``feature_info``).
+    Without them they are inferred on every call as torchvision does, from the largest unpadded
+    image, which is wrong for an image much lower than its padded batch (a height of 33 padded
+    to 64 gives level scales twice too large) and, exported, a constant of the example image.
     """
+
+    def __init__(self, featmap_names: list[str], output_size: int | tuple[int, ...], sampling_ratio: int, *, canonical_scale: int = 224, canonical_level: int = 4, scales: Sequence[float] | None = None) -> None:  # fmt: skip
+        super().__init__(featmap_names, output_size, sampling_ratio, canonical_scale=canonical_scale, canonical_level=canonical_level)  # fmt: skip
+        self.fixed_scales = [float(s) for s in scales] if scales is not None else None
 
     def forward(
         self,
@@ -139,11 +162,12 @@ class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
         if not image_shapes:
             raise ValueError("MultiScaleRoIAlign: image_shapes is empty")
         features = [x[name] for name in self.featmap_names]
-        original = (max(s[0] for s in image_shapes), max(s[1] for s in image_shapes))
-        scales = [_level_scale(f, original) for f in features]
-        rois = torch.cat(
-            [torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)]
-        )
+        if self.fixed_scales is not None:
+            scales = self.fixed_scales
+        else:
+            original = (max(s[0] for s in image_shapes), max(s[1] for s in image_shapes))
+            scales = [_level_scale(f, original) for f in features]
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])  # fmt: skip
         if len(features) == 1:
             return roi_align(features[0], rois, self.output_size, scales[0], self.sampling_ratio)
         mapper = LevelMapper(
@@ -153,6 +177,13 @@ class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
             canonical_level=self.canonical_level,
         )
         level = mapper(boxes)
+        if (
+            exporting()
+        ):  # every level pools every box, the box's level is kept: no data-dependent shapes
+            pooled = [roi_align(f, rois, self.output_size, s, self.sampling_ratio) for f, s in zip(features, scales, strict=True)]  # fmt: skip
+            return sum(
+                p * (level == i).to(p.dtype)[:, None, None, None] for i, p in enumerate(pooled)
+            )  # type: ignore[return-value]
         out = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
         for i, (feature, scale) in enumerate(zip(features, scales, strict=True)):
             idx = torch.where(level == i)[0]

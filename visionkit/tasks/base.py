@@ -16,6 +16,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from visionkit.data.labels import LabelMap
+from visionkit.data.transforms import Preprocess
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.registries import BACKBONES, HEADS, NECKS
@@ -66,6 +68,7 @@ class BaseTask(pl.LightningModule):
         model: Mapping[str, Any],
         num_classes: int,
         label_map: Mapping[str, Any] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         **task_kwargs: Any,
@@ -82,6 +85,7 @@ class BaseTask(pl.LightningModule):
                 "model": model,
                 "num_classes": num_classes,
                 "label_map": plain(label_map),
+                "preprocessing": plain(preprocessing),
                 "optimizer": plain(optimizer),
                 "scheduler": plain(scheduler),
                 **{k: plain(v) for k, v in task_kwargs.items()},
@@ -90,6 +94,16 @@ class BaseTask(pl.LightningModule):
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
+        # the one place dataset category ids and names meet training indices
+        self.label_map = (
+            LabelMap.from_dict(plain(label_map))
+            if label_map
+            else LabelMap([str(i) for i in range(num_classes)])
+        )
+        if self.label_map.num_classes != num_classes:
+            raise ConfigError(
+                f"label map has {self.label_map.num_classes} classes but num_classes={num_classes}"
+            )
         self.backbone = BACKBONES.build(model["backbone"])
         neck_spec = model.get("neck")
         self.neck: nn.Module | None = (
@@ -120,9 +134,50 @@ class BaseTask(pl.LightningModule):
 
     @property
     def class_names(self) -> list[str]:
-        label_map = self.hparams.get("label_map") or {}
-        names = label_map.get("names")
-        return list(names) if names else [str(i) for i in range(self.num_classes)]
+        return list(self.label_map.names)
+
+    def preprocess(self) -> Preprocess:
+        """The evaluation preprocessing recorded at training (image size, mean/std, transforms)."""
+        spec = self.hparams.get("preprocessing")
+        if not spec:
+            raise ConfigError(
+                "this checkpoint records no preprocessing (saved by a visionkit before 0.1.0's "
+                "self-describing checkpoints, or with a datamodule without preprocessing()); "
+                "retrain it to predict or export with it"
+            )
+        return Preprocess(spec)
+
+    # -- prediction (predict command, visionkit.load) ---------------------------------------------
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int = 0) -> list[Any]:
+        """A batch of visionkit.data.predict (images of any size) -> one typed result per image,
+        in the original image's pixels with the dataset's ids (visionkit.predictions)."""
+        outputs = self.predict_outputs(list(batch["images"]))
+        return self.decode(outputs, list(batch["sizes"]), self.label_map, self.decode_options())
+
+    def predict_outputs(self, images: list[torch.Tensor]) -> list[Any]:
+        """The model's raw output per image (what an exported file returns too): images of one
+        shape run as one batch, so a result never depends on the other images of its batch (a
+        detector pads a batch to its largest image)."""
+        from visionkit.data.predict import by_shape
+
+        outputs: list[Any] = [None] * len(images)
+        for indices in by_shape(images):
+            for i, out in zip(indices, self.run_batch([images[i] for i in indices]), strict=True):
+                outputs[i] = out
+        return outputs
+
+    def run_batch(self, images: list[torch.Tensor]) -> Any:
+        """The model on images of one shape (stacked here; detectors take the list)."""
+        return self(torch.stack(images).to(self.device))
+
+    def decode_options(self) -> dict[str, Any]:
+        """Task settings ``decode`` needs beyond the label map (thresholds), as plain data."""
+        return {}
+
+    @classmethod
+    def decode(cls, outputs: list[Any], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any]) -> list[Any]:  # fmt: skip
+        """Raw outputs per image (eager or exported) -> typed results at each original ``size``."""
+        raise NotImplementedError(f"{cls.__name__} does not implement decode")
 
     # -- evaluation -------------------------------------------------------------------------
     def eval_step(self, batch: Any, stage: str) -> Any:
@@ -241,7 +296,15 @@ class BaseTask(pl.LightningModule):
         from visionkit.checkpoints import META_KEY, suppliers_record
 
         parts = suppliers_record({"task": self.task_name, **self.hparams})
-        checkpoint[META_KEY] = {"task": self.task_name, "version": __version__, "suppliers": parts}
+        checkpoint[META_KEY] = {
+            "task": self.task_name,
+            "version": __version__,
+            "suppliers": parts,
+            "model": plain(self.hparams["model"]),
+            "num_classes": self.num_classes,
+            "label_map": self.label_map.to_dict(),
+            "preprocessing": plain(self.hparams.get("preprocessing")),
+        }
 
     # -- results -----------------------------------------------------------------------------
     def extra_results(self, stage: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from visionkit.data.labels import LabelMap
+from visionkit.predictions import Classification
 from visionkit.tasks.base import BaseTask, build_criterion
 
 
@@ -75,11 +78,21 @@ class ClassificationTask(BaseTask):
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end
 
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        images = batch[0] if isinstance(batch, list | tuple) else batch
-        probs = self(images).softmax(dim=1)
-        scores, labels = probs.max(dim=1)
-        return {"labels": labels, "scores": scores, "probs": probs}
+    def export_module(self) -> torch.nn.Module:
+        """images [N,3,H,W] -> logits [N,K], without Lightning (visionkit.export)."""
+        from visionkit.export import LogitsModel
+
+        return LogitsModel(self.backbone, self.neck, self.head, dense=False)
+
+    @classmethod
+    def decode(cls, outputs: list[torch.Tensor], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any]) -> list[Classification]:  # fmt: skip
+        """Logits [K] per image -> the most probable class and its probability."""
+        results = []
+        for logits, size in zip(outputs, sizes, strict=True):
+            probs = torch.as_tensor(logits).float().cpu().softmax(dim=0)
+            score, index = probs.max(dim=0)
+            results.append(Classification(int(index), float(score), probs, label_map, tuple(size)))
+        return results
 
     def save_figures(self, stage: str, output_dir: str) -> list[str]:
         """The confusion matrix of the last validation/test epoch as ``confusion_matrix_<stage>.png``."""

@@ -11,7 +11,7 @@ zero, which evaluates and broadcasts the numbers.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.detection import MeanAveragePrecision
 
+from visionkit.data.labels import LabelMap
 from visionkit.evaluation.coco import check_backend, evaluate, to_coco_results, write_results
+from visionkit.predictions import Detections
 from visionkit.tasks.base import BaseTask
 
 Target = dict[str, Any]
@@ -154,11 +156,12 @@ class DetectionTask(BaseTask):
     def test_step(self, batch: tuple[list, list], batch_idx: int) -> None:
         images, targets = batch
         preds = self(images)
-        ids = self.label_ids()
         for img, pred, target in zip(images, preds, targets, strict=True):
             image_id = int(target["image_id"])
             pred = self._to_original(pred, tuple(img.shape[-2:]), self._gt_sizes.get(image_id))
-            records = to_coco_results([{**pred, "image_id": image_id}], ids, self.mask_threshold)
+            records = to_coco_results(
+                [{**pred, "image_id": image_id}], self.label_map, self.mask_threshold
+            )
             gt = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in target.items()}
             gt["size"] = self._gt_sizes.get(image_id, tuple(img.shape[-2:]))
             if "segm" not in self.iou_types:
@@ -177,11 +180,6 @@ class DetectionTask(BaseTask):
         if "masks" in pred and len(pred["masks"]):
             out["masks"] = F.interpolate(pred["masks"].float(), size=(oh, ow), mode="bilinear", align_corners=False)  # fmt: skip
         return out
-
-    def label_ids(self) -> list[int]:
-        """Original dataset category id of each contiguous index."""
-        ids = (self.hparams.get("label_map") or {}).get("ids")
-        return list(ids) if ids else list(range(self.num_classes))
 
     def on_test_epoch_end(self) -> None:
         groups = _gather(self._test_groups)
@@ -203,7 +201,7 @@ class DetectionTask(BaseTask):
         path = write_results(out_dir / "detections.json", results)
         gt_file = self._gt_file()
         if gt_file is None:  # not COCO-backed: the ground truth of what was tested, as COCO json
-            gt_file = write_gt(out_dir / "ground_truth_test.json", seen, self.label_ids(), self.class_names)  # fmt: skip
+            gt_file = write_gt(out_dir / "ground_truth_test.json", seen, self.label_map)  # fmt: skip
         all_ids = set(self._gt_sizes) if self._gt_sizes else set(seen)
         subset = set(seen) != all_ids
         metrics = evaluate(
@@ -257,9 +255,48 @@ class DetectionTask(BaseTask):
         return results, found["figures"]
 
     # -- prediction ----------------------------------------------------------------------------
-    def predict_step(self, batch: Any, batch_idx: int) -> list[Target]:
-        images = batch[0] if isinstance(batch, list | tuple) and isinstance(batch[0], list | tuple) else batch  # fmt: skip
-        return self(images)
+    def run_batch(self, images: list[torch.Tensor]) -> list[Target]:
+        """Detections per image (boxes in the input's pixels, labels 0..K-1, scores[, masks])."""
+        return [{k: v.cpu() for k, v in p.items()} for p in self([im.to(self.device) for im in images])]  # fmt: skip
+
+    def export_module(self) -> torch.nn.Module:
+        """image [3,H,W] -> boxes, labels, scores[, masks] with the post-processing, without
+        Lightning (visionkit.export)."""
+        from visionkit.export import DetectorModel
+
+        return DetectorModel(self.backbone, self.neck, self.head, masks="segm" in self.iou_types)
+
+    def decode_options(self) -> dict[str, Any]:
+        return {"score_thresh": float(self.overlay_score_thresh), "mask_threshold": float(self.mask_threshold)}  # fmt: skip
+
+    @classmethod
+    def decode(cls, outputs: list[Target], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any], input_sizes: list[tuple[int, int]] | None = None) -> list[Detections]:  # fmt: skip
+        """Detections in the model input's pixels (``input_sizes``, default: each mask's size or the
+        original) -> the original image's pixels; masks as probabilities [M,H,W]."""
+        results = []
+        for i, (pred, size) in enumerate(zip(outputs, sizes, strict=True)):
+            pred = {k: torch.as_tensor(v) for k, v in pred.items()}
+            given = input_sizes[i] if input_sizes is not None else pred.pop("input_size", None)
+            if given is not None:
+                pred = cls._to_original(pred, tuple(int(v) for v in given), tuple(size))
+            masks = pred.get("masks")
+            if masks is not None:
+                masks = masks.float().reshape(len(pred["boxes"]), *masks.shape[-2:])
+            results.append(
+                Detections(
+                    pred["boxes"].float(), pred["labels"].long(), pred["scores"].float(), label_map,
+                    tuple(size), masks, float(options.get("score_thresh", 0.5)),
+                    float(options.get("mask_threshold", 0.5)),
+                )
+            )  # fmt: skip
+        return results
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int = 0) -> list[Detections]:
+        """Like every task's, with the input sizes (eval transforms may resize) undone."""
+        images = list(batch["images"])
+        outputs = self.predict_outputs(images)
+        input_sizes = [tuple(im.shape[-2:]) for im in images]
+        return self.decode(outputs, list(batch["sizes"]), self.label_map, self.decode_options(), input_sizes)  # fmt: skip
 
     def draw(self, image_u8: torch.Tensor, pred: Target) -> torch.Tensor:
         """Detections with score >= overlay_score_thresh drawn on a uint8 image."""
@@ -279,9 +316,7 @@ class DetectionTask(BaseTask):
         return [self.draw(to_uint8(img), p) for img, p in zip(images, preds, strict=True)]
 
 
-def write_gt(
-    path: Path, seen: dict[int, tuple[list, Target]], ids: Sequence[int], names: Sequence[str]
-) -> Path:
+def write_gt(path: Path, seen: dict[int, tuple[list, Target]], label_map: LabelMap) -> Path:
     """A COCO ground-truth file from the targets of the tested images (formats without one)."""
     from visionkit.evaluation.coco import encode_mask
 
@@ -290,12 +325,13 @@ def write_gt(
         h, w = t["size"]
         images.append({"id": image_id, "height": int(h), "width": int(w)})
         crowd = t.get("iscrowd", torch.zeros_like(t["labels"]))
-        for j, (box, label) in enumerate(zip(t["boxes"].tolist(), t["labels"].tolist(), strict=True)):  # fmt: skip
+        ids = label_map.to_ids(t["labels"].tolist())
+        for j, (box, cid) in enumerate(zip(t["boxes"].tolist(), ids, strict=True)):
             x1, y1, x2, y2 = box
             ann = {
                 "id": len(anns) + 1,
                 "image_id": image_id,
-                "category_id": int(ids[label]),
+                "category_id": int(cid),
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
                 "area": (x2 - x1) * (y2 - y1),
                 "iscrowd": int(crowd[j]),
@@ -305,7 +341,7 @@ def write_gt(
                 ann["segmentation"] = encode_mask(mask)
                 ann["area"] = float(mask.sum())
             anns.append(ann)
-    cats = [{"id": int(i), "name": n} for i, n in zip(ids, names, strict=True)]
+    cats = label_map.categories()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return path

@@ -4,7 +4,7 @@ per-class IoU (results.json)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -16,7 +16,8 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
-from visionkit.data.labels import IGNORE_INDEX
+from visionkit.data.labels import IGNORE_INDEX, LabelMap
+from visionkit.predictions import SemanticMap
 from visionkit.tasks.base import BaseTask, build_criterion
 
 
@@ -116,11 +117,23 @@ class SemanticSegmentationTask(BaseTask):
         return {f"{stage}/per_class_iou": values}
 
     # -- prediction --------------------------------------------------------------------------
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        images = batch[0] if isinstance(batch, list | tuple) else batch
-        probs = self(images).softmax(dim=1)
-        scores, labels = probs.max(dim=1)
-        return {"labels": labels, "scores": scores}
+    def export_module(self) -> torch.nn.Module:
+        """images [N,3,H,W] -> logits [N,K,H,W], without Lightning (visionkit.export)."""
+        from visionkit.export import LogitsModel
+
+        return LogitsModel(self.backbone, self.neck, self.head, dense=True)
+
+    @classmethod
+    def decode(cls, outputs: list[torch.Tensor], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any]) -> list[SemanticMap]:  # fmt: skip
+        """Logits [K,h,w] per image, resized to the original size -> class and score per pixel."""
+        results = []
+        for logits, size in zip(outputs, sizes, strict=True):
+            logits = torch.as_tensor(logits).float().cpu()[None]
+            if tuple(logits.shape[-2:]) != tuple(size):
+                logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)  # fmt: skip
+            scores, indices = logits[0].softmax(dim=0).max(dim=0)
+            results.append(SemanticMap(indices, scores, label_map))
+        return results
 
     def overlays(self, batch: Any, max_images: int, mean: Sequence[float], std: Sequence[float]) -> list[torch.Tensor]:  # fmt: skip
         """Predicted class maps blended over the first ``max_images`` images of a batch."""

@@ -53,7 +53,9 @@ class FasterRCNNHead(DetectorHead):
             rpn_anchor_generator=anchor_generator(
                 feature_info, anchor_sizes, aspect_ratios, anchor_scale, self.name
             ),
-            box_roi_pool=MultiScaleRoIAlign(level_names(feature_info), 7, 2),
+            box_roi_pool=MultiScaleRoIAlign(
+                level_names(feature_info), 7, 2, scales=[1 / f.reduction for f in feature_info]
+            ),
             box_head=TwoMLPHead(self.channels * 7 * 7, representation_size),
             box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
             box_score_thresh=score_thresh,

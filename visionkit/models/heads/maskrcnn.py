@@ -32,7 +32,9 @@ class MaskRCNNHead(FasterRCNNHead):
         super().__init__(
             feature_info,
             num_classes,
-            mask_roi_pool=MultiScaleRoIAlign(level_names(feature_info), 14, 2),
+            mask_roi_pool=MultiScaleRoIAlign(
+                level_names(feature_info), 14, 2, scales=[1 / f.reduction for f in feature_info]
+            ),
             mask_head=MaskRCNNHeads(channels, [mask_channels] * 4, 1),
             mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes + 1),
             **kwargs,

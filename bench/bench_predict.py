@@ -1,0 +1,120 @@
+"""Prediction speed per task: one image at a time vs batched, eager PyTorch vs onnxruntime.
+
+    .venv/bin/python bench/bench_predict.py [--images 400] [--tasks classification ...]
+
+Each task's default model (conf/, shapes preprocessing, untrained weights: speed only) predicts
+the same N PNG pictures of mixed sizes through ``visionkit.load(...).predict``: one call per image,
+then batches of 32 (decoding in the main process), then the exported ONNX file through onnxruntime
+in the same batches. Same preprocessing and the same typed results in every row (the export checks
+itself against the eager model). Threads: 2. Ratios are against the one-at-a-time row of the same
+run, since the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import compose, write_table
+
+TASKS = ["classification", "semantic_segmentation", "detection", "instance_segmentation"]
+BATCH = 32
+
+
+def pictures(root: Path, n: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        w, h = (int(v) for v in rng.integers(48, 129, 2))
+        path = root / f"{i:04d}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def build(task_name: str, out: Path) -> Path:
+    """The task's default model (shapes data's label map and preprocessing) as a checkpoint."""
+    from types import SimpleNamespace
+
+    from visionkit import runner
+    from visionkit.data.labels import LabelMap
+    from visionkit.registries import DATASETS
+
+    cfg = compose([f"task={task_name}"])
+    dm = DATASETS.build(cfg.data, task=task_name)
+    label_map = LabelMap([f"c{i}" for i in range(6)], list(range(1, 7)))
+    if task_name == "semantic_segmentation":
+        label_map = label_map.with_background()
+    fake = SimpleNamespace(num_classes=label_map.num_classes, label_map=label_map, preprocessing=dm.preprocessing)  # fmt: skip
+    task = runner.build_task(cfg, fake).eval()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.deploy_models import save
+
+    return save(task, out / f"{task_name}.ckpt")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--tasks", nargs="*", default=TASKS)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    import visionkit
+    from visionkit import export
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        paths = pictures(root, args.images)
+        for task_name in args.tasks:
+            ckpt = build(task_name, root)
+            eager = visionkit.load(ckpt)
+            report = export.export(eager.task, "onnx", root / task_name / "model.onnx", paths[:3])
+            onnx = export.load_exported(root / task_name / "model.onnx", threads=2)
+            eager.predict(paths[:4], batch_size=4)  # warm-up
+            onnx.predict(paths[:4], batch_size=4)
+            single = timed(lambda m=eager: [m.predict(p) for p in paths])
+            batched = timed(lambda m=eager: m.predict(paths, batch_size=BATCH))
+            ort = timed(lambda m=onnx: m.predict(paths, batch_size=BATCH))
+            n = len(paths)
+            diff = report.get("max_abs_logit_diff", report.get("max_abs_box_diff"))
+            rows.append([task_name, n, n / single, n / batched, n / ort, single / batched, batched / ort, diff])  # fmt: skip
+            print(rows[-1], flush=True)
+    write_table(
+        "bench_predict",
+        "Predict: images/s, one at a time vs batched, eager vs onnxruntime",
+        [
+            "task",
+            "images",
+            "one at a time",
+            f"batched ({BATCH})",
+            f"onnxruntime ({BATCH})",
+            "batched / one",
+            "onnxruntime / eager",
+            "export check diff",
+        ],
+        rows,
+        "visionkit.load(...).predict on PNGs of mixed sizes (48-128 px), default model of each task "
+        "(untrained: detectors keep up to their detections_per_img low-score boxes), 2 threads, decoding "
+        "in the main process. Detectors run one image per call in either runtime (a traced "
+        "torchvision detector takes one image); they batch only images of one size. CPU shared with "
+        "other jobs: compare the ratios, not the absolute numbers.",
+    )
+
+
+if __name__ == "__main__":
+    main()

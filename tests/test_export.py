@@ -1,0 +1,137 @@
+"""Export to ONNX / TorchScript: every task exports with its post-processing, checks itself
+against the eager model (export.json), runs through onnxruntime / torch.jit.load with the same
+results as the checkpoint, and refuses what it cannot do (tiny in-process models; one CLI run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import visionkit
+from tests import deploy_models as dm
+from tests.conftest import run_cli
+from visionkit import export
+from visionkit.errors import ConfigError, ExportError
+
+pytest.importorskip("onnxruntime")
+
+SIZES = {"a.png": (50, 30), "b.jpg": (33, 61), "c.png": (64, 64)}  # (width, height)
+CASES = [
+    ("classification", "onnx"),
+    ("classification", "torchscript"),
+    ("semantic_segmentation", "onnx"),
+    ("semantic_segmentation", "torchscript"),
+    ("detection", "onnx"),
+    ("instance_segmentation", "onnx"),
+]
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return list(dm.pictures(tmp_path_factory.mktemp("pics"), SIZES).values())
+
+
+def compare(eager: list, got: list) -> None:
+    """Same typed results from the checkpoint and the exported file."""
+    for e, g in zip(eager, got, strict=True):
+        assert type(e) is type(g)
+        if isinstance(e, visionkit.Classification):
+            torch.testing.assert_close(g.probs, e.probs, atol=1e-5, rtol=0)
+            assert (g.label, g.category_id) == (e.label, e.category_id)
+        elif isinstance(e, visionkit.SemanticMap):
+            assert g.size == e.size and (g.labels == e.labels).float().mean() > 0.999
+        else:
+            pairs = export.match({"boxes": e.boxes, "labels": e.indices, "scores": e.scores}, {"boxes": g.boxes, "labels": g.indices, "scores": g.scores})  # fmt: skip
+            assert not isinstance(pairs, str), pairs
+            a, b = pairs
+            assert g.size == e.size and len(a) == len(e) > 0
+            torch.testing.assert_close(g.boxes[b], e.boxes[a], atol=1e-3, rtol=0)
+            assert g.labels[b].tolist() == e.labels[a].tolist()
+            if e.masks is not None:
+                assert g.masks.shape == e.masks.shape
+
+
+@pytest.mark.parametrize(("task", "fmt"), CASES)
+def test_export_checks_itself_and_predicts_like_the_checkpoint(task: str, fmt: str, tmp_path: Path, pictures: list[Path]) -> None:  # fmt: skip
+    model = dm.build(task)
+    path = tmp_path / f"model{export.FORMATS[fmt]}"
+    report = export.export(model, fmt, path, pictures[:2])
+    written = json.loads((tmp_path / "export.json").read_text())
+    assert written == json.loads(json.dumps(report)) and written["passed"] is True
+    if export.is_detector(task):
+        assert written["matched_detections"] > 0 and written["max_abs_box_diff"] <= 1e-3
+        assert written["dynamic"] == ["height", "width"]
+    else:
+        assert written["max_abs_logit_diff"] <= 1e-4
+        assert written["dynamic"] == ["batch", "height", "width"]
+    loaded = visionkit.load(path)  # the third picture was not among the checked ones
+    assert loaded.task_name == task and loaded.label_map.to_dict()["ids"][-3:] == [3, 7, 12]
+    eager = visionkit.load(dm.save(model, tmp_path / "model.ckpt"))
+    compare(eager.predict(pictures, batch_size=2), loaded.predict(pictures, batch_size=2))
+
+
+def test_onnx_batch_is_dynamic(tmp_path: Path, pictures: list[Path]) -> None:
+    path = tmp_path / "model.onnx"
+    export.export(dm.build("classification"), "onnx", path, pictures[:1])
+    runner = export.load_exported(path).runner
+    for n in (1, 3, 5):
+        assert [tuple(o.shape) for o in runner([torch.zeros(3, 40, 40)] * n)] == [(3,)] * n
+
+
+def test_a_failed_check_is_an_error(tmp_path: Path, pictures: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """An exported model that drifts by 1e-3 in its logits fails the 1e-4 check."""
+    load = export.load_exported
+
+    def drifting(path, *args, **kwargs):
+        model = load(path, *args, **kwargs)
+        runner = model.runner
+        model.runner = lambda images: [o + 1e-3 for o in runner(images)]
+        return model
+
+    monkeypatch.setattr(export, "load_exported", drifting)
+    with pytest.raises(ExportError, match=r"logits differ by 0\.001"):
+        export.export(dm.build("classification"), "onnx", tmp_path / "model.onnx", pictures[:1])
+    report = json.loads((tmp_path / "export.json").read_text())
+    assert report["passed"] is False and report["max_abs_logit_diff"] > 1e-4
+
+
+def test_torchscript_of_a_detector_is_refused(tmp_path: Path, pictures: list[Path]) -> None:
+    with pytest.raises(ConfigError, match="format=onnx"):
+        export.export(dm.build("detection"), "torchscript", tmp_path / "model.pt", pictures[:1])
+
+
+def test_exported_file_not_from_visionkit_is_refused(tmp_path: Path) -> None:
+    module = torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.zeros(1, 3, 4, 4))
+    torch.jit.save(module, str(tmp_path / "plain.pt"))
+    with pytest.raises(ConfigError, match="not written by visionkit export"):
+        visionkit.load(tmp_path / "plain.pt")
+
+
+def test_cli_export_then_predict_with_the_exported_file(tmp_path: Path, data_dir: Path, pictures: list[Path]) -> None:  # fmt: skip
+    """`export` writes model.onnx + export.json; `predict ckpt_path=model.onnx` writes what the
+    checkpoint's predict writes (no data override anywhere)."""
+    ckpt = dm.save(dm.build("instance_segmentation"), tmp_path / "best.ckpt")
+    inputs = pictures[0].parent
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return run_cli(*args, cwd=tmp_path, data_dir=data_dir, check=True)
+
+    proc = cli("export", f"ckpt_path={ckpt}", "format=onnx", f"input={inputs}", "hydra.run.dir=exp")
+    assert "export:" in proc.stdout and "passed" in proc.stdout
+    report = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert report["passed"] and report["images"] == 3 and report["task"] == "instance_segmentation"
+    outputs = {}
+    for name, model in (("ckpt", ckpt), ("onnx", tmp_path / "exp" / "model.onnx")):
+        cli("predict", f"ckpt_path={model}", f"input={inputs}", "num_workers=0", f"hydra.run.dir={name}")  # fmt: skip
+        outputs[name] = json.loads((tmp_path / name / "detections.json").read_text())
+    assert len(outputs["onnx"]) == len(outputs["ckpt"]) > 0
+    key = lambda r: (r["image_id"], r["category_id"], r["score"])  # noqa: E731
+    for e, g in zip(
+        sorted(outputs["ckpt"], key=key), sorted(outputs["onnx"], key=key), strict=True
+    ):
+        assert e["image_id"] == g["image_id"] and e["category_id"] == g["category_id"]
+        assert e["segmentation"]["size"] == g["segmentation"]["size"]

@@ -1,0 +1,67 @@
+"""Prediction inputs: pictures of any size and mode (paths, PIL images, arrays, tensors), decoded and
+preprocessed in DataLoader workers, batched as lists (sizes may differ; the task stacks what it can).
+
+A batch is ``{"images": [float [3,h,w]], "sizes": [(H, W) of each original], "index": [int],
+"raw": [uint8 [3,H,W]] (when ``keep_raw``)}``; tasks' ``predict_step`` reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class PredictImages(Dataset):
+    """``items[i]`` decoded (RGB uint8) and preprocessed; errors name the file."""
+
+    def __init__(self, items: Sequence[Any], preprocess: Callable[[torch.Tensor], torch.Tensor], keep_raw: bool = False) -> None:  # fmt: skip
+        self.items = list(items)
+        self.preprocess = preprocess
+        self.keep_raw = keep_raw
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from visionkit.data.images import as_uint8_tensor
+
+        raw = as_uint8_tensor(self.items[index])
+        sample = {"image": self.preprocess(raw), "size": tuple(raw.shape[-2:]), "index": index}
+        if self.keep_raw:
+            sample["raw"] = raw
+        return sample
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """A list of samples -> one batch of lists (images of different sizes stay separate)."""
+    batch: dict[str, list[Any]] = {"images": [], "sizes": [], "index": []}
+    for s in samples:
+        batch["images"].append(s["image"])
+        batch["sizes"].append(s["size"])
+        batch["index"].append(s["index"])
+        if "raw" in s:
+            batch.setdefault("raw", []).append(s["raw"])
+    return batch
+
+
+def predict_loader(items: Sequence[Any], preprocess: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 8, num_workers: int = 0, keep_raw: bool = False) -> DataLoader:  # fmt: skip
+    """Batches of ``items`` in order; ``num_workers`` processes decode and preprocess them."""
+    return DataLoader(
+        PredictImages(items, preprocess, keep_raw),
+        batch_size=max(1, int(batch_size)),
+        shuffle=False,
+        num_workers=int(num_workers),
+        collate_fn=collate,
+    )
+
+
+def by_shape(images: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of ``images`` grouped by shape (each group runs as one stacked batch, so a result
+    never depends on the other images of its batch)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    return list(groups.values())

@@ -1,0 +1,103 @@
+"""The Python API: ``model = visionkit.load(path)``; ``model.predict(images)`` -> typed results.
+
+``path`` is a visionkit checkpoint (``.ckpt``) or a file written by ``visionkit export`` (``.onnx``
+run by onnxruntime, ``.pt`` TorchScript run by ``torch.jit.load``). Everything prediction needs
+(task, label map, preprocessing) comes from the file itself, never from a data config::
+
+    import visionkit
+    model = visionkit.load("outputs/.../checkpoints/best.ckpt")
+    results = model.predict(["a.jpg", "b.png"])   # paths, PIL images, numpy arrays, tensors
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from visionkit.errors import ConfigError
+
+
+class Model:
+    """A loaded model: ``task_name``, ``label_map``, ``preprocess`` and ``predict``.
+
+    ``runner(images) -> raw outputs per image`` is the eager task or an exported runtime; the task
+    class's ``decode`` turns raw outputs into results either way, so both give the same results.
+    """
+
+    def __init__(self, task_cls: type, meta: Mapping[str, Any], runner: Any, source: str, task: Any = None) -> None:  # fmt: skip
+        from visionkit.data.labels import LabelMap
+        from visionkit.data.transforms import Preprocess
+
+        self.task_cls = task_cls
+        self.task_name = str(meta["task"])
+        self.meta = dict(meta)
+        self.label_map = LabelMap.from_dict(meta["label_map"])
+        self.preprocess = Preprocess(meta["preprocessing"])
+        self.runner = runner
+        self.source = source
+        self.task = task  # the LightningModule (checkpoints only)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.label_map.names)
+
+    def decode_options(self) -> dict[str, Any]:
+        if self.task is not None:
+            return self.task.decode_options()
+        return dict(self.meta.get("decode_options") or {})
+
+    def predict_batch(self, batch: Mapping[str, Any]) -> list[Any]:
+        """One batch of ``visionkit.data.predict`` -> one result per image."""
+        import torch
+
+        with torch.inference_mode():
+            if self.task is not None:
+                return self.task.predict_step(batch, 0)
+            images = list(batch["images"])
+            outputs = self.runner(images)
+            kwargs = {}
+            if self.task_name in ("detection", "instance_segmentation"):
+                kwargs["input_sizes"] = [tuple(im.shape[-2:]) for im in images]
+            return self.task_cls.decode(outputs, list(batch["sizes"]), self.label_map, self.decode_options(), **kwargs)  # fmt: skip
+
+    def predict(self, images: Any, batch_size: int = 8, num_workers: int = 0) -> Any:
+        """Results for ``images`` (a path, PIL image, array or tensor [3,H,W], or a list of them):
+        a list of results for a list, one result for one image."""
+        from visionkit.data.predict import predict_loader
+
+        single = not isinstance(images, list | tuple)
+        items = [images] if single else list(images)
+        results: list[Any] = []
+        loader = predict_loader(items, self.preprocess.to_input, batch_size, num_workers)
+        for batch in loader:
+            results.extend(self.predict_batch(batch))
+        return results[0] if single else results
+
+    def __repr__(self) -> str:
+        return f"Model({self.task_name}, {self.label_map.num_classes} classes, from {self.source})"
+
+
+def load(path: str | os.PathLike, device: str = "cpu") -> Model:
+    """The model of a checkpoint or an exported file (``.onnx``, TorchScript ``.pt``/``.ts``)."""
+    from visionkit.registries import TASKS
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"no such model file: {path}")
+    if path.suffix in EXPORTED:
+        from visionkit import export
+
+        return export.load_exported(path, device)
+    from visionkit import checkpoints
+    from visionkit.runner import load_task_from_checkpoint
+
+    info = checkpoints.meta(checkpoints.load(path), path)
+    task = load_task_from_checkpoint(path).eval().to(device)
+    meta = {**info, "label_map": task.label_map.to_dict(), "preprocessing": task.preprocess().spec}  # fmt: skip
+    return Model(TASKS.get(meta["task"]), meta, task.predict_outputs, str(path), task=task)
+
+
+# suffixes of `visionkit export` files
+EXPORTED = (".onnx", ".pt", ".ts", ".torchscript")
