@@ -1,0 +1,117 @@
+"""Whole torchvision models: their state dicts load into the visionkit layout of the same name
+(conf/experiment/tv_<name>.yaml) and the two give the same outputs; ours saves back to theirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.models.detection as tvd
+import torchvision.models.segmentation as tvs
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from visionkit.models.whole_pretrained import torchvision_state_dict
+from visionkit.plugins import conf_dir, load_all
+from visionkit.registries import TASKS
+
+load_all()
+SIZE = 64
+NAMES = ["a", "b", "c"]  # visionkit classes; torchvision detectors count background too
+K = len(NAMES)
+# torchvision builder -> (its keywords for small, non-empty eval outputs, our matching overrides)
+RPN_TV = {"rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 100}  # fewer RoIs: faster
+RPN = ["model.head.rpn_pre_nms_top_n_test=200", "model.head.rpn_post_nms_top_n_test=100"]
+DETECTION = {
+    "fasterrcnn_resnet50_fpn": (RPN_TV, RPN),
+    "fasterrcnn_resnet50_fpn_v2": (RPN_TV, RPN),
+    "fasterrcnn_mobilenet_v3_large_fpn": (RPN_TV, RPN),
+    "maskrcnn_resnet50_fpn": (RPN_TV, RPN),
+    "maskrcnn_resnet50_fpn_v2": (RPN_TV, RPN),
+    "retinanet_resnet50_fpn": ({"score_thresh": 0.001}, ["model.head.score_thresh=0.001"]),
+    "retinanet_resnet50_fpn_v2": ({"score_thresh": 0.001}, ["model.head.score_thresh=0.001"]),
+    "fcos_resnet50_fpn": ({"score_thresh": 0.01}, ["model.head.score_thresh=0.01"]),
+}
+SEGMENTATION = ["fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large"]
+
+
+def randomise_norms(model: torch.nn.Module) -> None:
+    """Non-trivial BatchNorm statistics and affine values, so a misplaced norm cannot pass."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.GroupNorm) and m.weight is not None:
+            m.weight.data = torch.rand(m.weight.shape, generator=g) * 0.2 + 0.4  # bounded
+            m.bias.data = (torch.rand(m.bias.shape, generator=g) - 0.5) * 0.2
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean = (torch.rand(m.running_mean.shape, generator=g) - 0.5) * 0.2
+            m.running_var = torch.rand(m.running_var.shape, generator=g) * 0.4 + 0.8
+
+
+def torchvision_model(name: str, **kw) -> torch.nn.Module:
+    """torchvision's model with no weights (nothing downloaded), a fixed seed, eval mode."""
+    torch.manual_seed(0)
+    if name in DETECTION:
+        kw = {"num_classes": K + 1, "min_size": SIZE, "max_size": SIZE, **DETECTION[name][0], **kw}
+        model = getattr(tvd, name)(weights=None, weights_backbone=None, **kw)
+    else:
+        model = getattr(tvs, name)(weights=None, weights_backbone=None, num_classes=K, **kw)
+    randomise_norms(model)
+    return model.eval()
+
+
+def visionkit_task(name: str, weights: Path | None = None, extra: list[str] = (), names: list[str] = NAMES) -> torch.nn.Module:  # fmt: skip
+    """The task of ``experiment=tv_<name>`` (composed as the CLI does), in eval mode."""
+    overrides = [f"experiment=tv_{name}", *extra]
+    if name in DETECTION:
+        overrides += [
+            f"model.head.min_size={SIZE}",
+            f"model.head.max_size={SIZE}",
+            *DETECTION[name][1],
+        ]
+    if weights is not None:
+        overrides.append(f"model.pretrained={weights}")
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    task = TASKS.get(cfg.task.name)(model=model, num_classes=len(names), label_map={"names": names})
+    return task.eval()
+
+
+def images() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    return [torch.rand(3, SIZE, SIZE, generator=g), torch.rand(3, SIZE - 16, SIZE, generator=g)]
+
+
+@pytest.mark.parametrize("name", [*DETECTION, *SEGMENTATION])
+def test_torchvision_weights_give_torchvision_outputs(name: str, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    tv = torchvision_model(name)
+    path = tmp_path / f"{name}.pth"
+    torch.save(tv.state_dict(), path)
+    task = visionkit_task(name, path)
+    report = task.pretrained_results
+    assert report["format"] == "torchvision" and not report["missing"] and not report["unused"]
+    assert report["reinitialised"] == []
+    with torch.no_grad():
+        if name in DETECTION:
+            ours, theirs = task(images()), tv(images())
+            for o, t in zip(ours, theirs, strict=True):
+                assert len(t["boxes"]) > 0  # the comparison is not vacuous
+                torch.testing.assert_close(o["boxes"], t["boxes"], atol=1e-5, rtol=0)
+                torch.testing.assert_close(o["scores"], t["scores"], atol=1e-5, rtol=0)
+                assert torch.equal(o["labels"] + 1, t["labels"])  # ours 0..K-1, theirs 1..K
+                if "masks" in t:
+                    torch.testing.assert_close(o["masks"], t["masks"], atol=1e-5, rtol=0)
+        else:
+            x = torch.stack(images()[:1] * 2) - 0.5
+            torch.testing.assert_close(task(x), tv(x)["out"], atol=1e-5, rtol=1e-5)
+    # and back: torchvision's constructor takes our state dict (frozen norms lack only the
+    # batch counters, which torchvision's FrozenBatchNorm2d drops too)
+    back = torchvision_model(name)
+    missing, unexpected = back.load_state_dict(torchvision_state_dict(task), strict=False)
+    assert unexpected == [] and all(k.endswith("num_batches_tracked") for k in missing)
+    if not missing:
+        back.load_state_dict(torchvision_state_dict(task), strict=True)
+    theirs = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in theirs.items())
