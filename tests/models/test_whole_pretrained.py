@@ -115,3 +115,89 @@ def test_torchvision_weights_give_torchvision_outputs(name: str, tmp_path: Path)
         back.load_state_dict(torchvision_state_dict(task), strict=True)
     theirs = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert all(torch.equal(back.state_dict()[k], v) for k, v in theirs.items())
+
+
+@pytest.mark.parametrize(
+    "name,names,matched",
+    [
+        ("fasterrcnn_resnet50_fpn", ["person", "unicorn", "car"], {0: 1, 2: 3}),
+        ("maskrcnn_resnet50_fpn", ["car", "unicorn"], {0: 3}),
+        ("retinanet_resnet50_fpn", ["unicorn", "dog"], {1: 18}),
+        ("fcn_resnet50", ["background", "unicorn", "cat"], {0: 0, 2: 8}),
+    ],
+)
+def test_other_classes_keep_all_but_class_rows(name: str, names: list[str], matched: dict, tmp_path: Path) -> None:  # fmt: skip
+    """COCO (detection) / VOC (segmentation) class names keep their predictor rows; the rest of
+    the class-specific tensors is re-initialised, every other tensor kept."""
+    from visionkit.models.whole_pretrained import CLASS_SPECIFIC, pretrained_names
+
+    torch.set_num_threads(1)
+    detector = name in DETECTION
+    pretrained_k = 91 if detector else 21
+    torch.manual_seed(0)
+    if detector:
+        tv = getattr(tvd, name)(weights=None, weights_backbone=None, num_classes=pretrained_k)
+    else:
+        tv = getattr(tvs, name)(weights=None, weights_backbone=None, num_classes=pretrained_k)
+    path = tmp_path / "w.pth"
+    torch.save(tv.state_dict(), path)
+    task = visionkit_task(name, path, names=names)
+    report = task.pretrained_results
+    old_names = pretrained_names(pretrained_k, detector)
+    assert report["matched_classes"] == {names[i]: old_names[j] for i, j in matched.items()}
+    theirs = tv.state_dict()
+    ours = torchvision_state_dict(task)
+    class_keys = {k for k in theirs if k.rsplit(".", 1)[0] in CLASS_SPECIFIC}
+    assert len(report["reinitialised"]) == len(class_keys) > 0
+    for key, value in theirs.items():
+        if key in class_keys or key.endswith("num_batches_tracked"):
+            continue
+        assert torch.equal(ours[key], value), key  # everything else kept
+    shift = 1 if detector else 0
+    k_new, k_old = len(names) + shift, pretrained_k
+    for key in class_keys:
+        per = 4 if "bbox_pred" in key else 1
+        anchors = ours[key].shape[0] // (k_new * per)
+        new = ours[key].reshape(anchors, k_new, per, -1)
+        old = theirs[key].reshape(anchors, k_old, per, -1)
+        rows = {i + shift: j for i, j in matched.items()} | ({0: 0} if detector else {})
+        for i in range(k_new):
+            if i in rows:
+                assert torch.equal(new[:, i], old[:, rows[i]]), (key, i)
+            elif key.endswith("weight"):  # re-initialised (biases may start constant, as the prior)
+                assert not any(torch.equal(new[:, i], old[:, j]) for j in range(k_old)), (key, i)
+    assert "pretrained" not in str(task.hparams["model"])  # the weights travel, not the path
+
+
+def test_freeze_schedules_see_the_backbone_stages(tmp_path: Path) -> None:
+    task = visionkit_task("fasterrcnn_mobilenet_v3_large_fpn")
+    parts = [n for n, _ in task.named_parts()]
+    assert parts == [f"backbone.{i}" for i in range(6)] + ["neck", "head"]
+
+
+def test_wrong_layout_or_backbone_is_one_config_error(tmp_path: Path) -> None:
+    from visionkit.errors import ConfigError
+
+    torch.manual_seed(0)
+    path = tmp_path / "fcos.pth"
+    torch.save(torchvision_model("fcos_resnet50_fpn").state_dict(), path)
+    with pytest.raises(ConfigError, match=r"model\.pretrained.*experiment=tv_"):
+        visionkit_task("retinanet_resnet50_fpn", path)  # P6P7 from P5 fits, the head does not
+    with pytest.raises(ConfigError, match="torchvision-layout backbone"):
+        small = {"name": "simple_cnn", "channels": [8, 16]}
+        TASKS.get("classification")(model={"backbone": small, "head": "linear", "pretrained": str(path)}, num_classes=2)  # fmt: skip
+
+
+def test_visionkit_checkpoint_of_another_task(tmp_path: Path) -> None:
+    """model.pretrained also takes a visionkit checkpoint: backbone from a classification run."""
+    backbone = {"name": "resnet", "depth": 18}
+    source = TASKS.get("classification")(model={"backbone": backbone, "head": "linear"}, num_classes=5)  # fmt: skip
+    path = tmp_path / "run.ckpt"
+    meta = {"task": "classification", "version": "0"}
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams), "visionkit": meta}, path)  # fmt: skip
+    model = {"backbone": backbone, "head": "deeplabv3", "pretrained": str(path)}
+    task = TASKS.get("semantic_segmentation")(model=model, num_classes=2)
+    assert task.pretrained_results["format"] == "visionkit"
+    assert task.pretrained_results["loaded"] == {"backbone": len(source.backbone.state_dict())}
+    ours, theirs = task.backbone.state_dict(), source.backbone.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in theirs.items())

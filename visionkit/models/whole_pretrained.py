@@ -182,7 +182,10 @@ def load_whole(task: Any, path: str | os.PathLike, verbose: bool = True) -> dict
         per = CLASS_SPECIFIC[base]
         k_new = task.num_classes + (1 if detector else 0)
         anchors = want.shape[0] // (k_new * per)
-        k_old = value.shape[0] // (anchors * per)
+        k_old = value.shape[0] // max(anchors * per, 1)
+        if anchors < 1 or anchors * k_new * per != want.shape[0] or k_old < 1 or k_old * anchors * per != value.shape[0]:  # fmt: skip
+            mismatched.append(f"{tv_key} {tuple(value.shape)} vs {tuple(want.shape)}")
+            continue
         unnamed = pretrained_names(k_old, detector) is None or all(n.isdigit() for n in task.class_names)  # fmt: skip
         if (
             value.shape == want.shape and unnamed
