@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "analyze": ("visionkit.commands.analyze:run", "analyze"),
     "browse": ("visionkit.commands.browse:run", "browse"),
     "list": ("visionkit.commands.list:main", None),
+    "convert": ("visionkit.commands.convert:main", None),
 }
 
 
