@@ -174,3 +174,33 @@ def test_yolo_box_line_in_instance_segmentation_is_named(tmp_path: Path) -> None
     root = write_yolo(tmp_path / "yolo", {"b": ["0 0.5 0.5 0.2 0.2"]})
     with pytest.raises(DataError, match=r"b\.txt: line 1: a box line.*polygon"):
         YoloDataModule(task="instance_segmentation", root=str(root), num_workers=0).setup("fit")
+
+
+def test_voc_instance_masks_from_segmentation_object(tmp_path: Path) -> None:
+    """SegmentationObject PNG: value k is the XML's k-th object (255 void); missing pixels named."""
+    root = write_voc(tmp_path / "voc")
+    folder = root / "SegmentationObject"
+    folder.mkdir()
+    masks = {}
+    for stem, objects in VOC.items():
+        png = np.zeros((H, W), np.uint8)
+        for k, (_, (x0, y0, x1, y1), _) in enumerate(objects, start=1):
+            png[y0 - 1 : y1, x0 - 1 : x1] = k
+        png[0, :] = 255  # void border pixels belong to no object
+        masks[stem] = png
+        im = Image.fromarray(png, mode="P")
+        im.putpalette([0, 0, 0] * 256)
+        im.save(folder / f"{stem}.png")
+    dm = VocDataModule(task="instance_segmentation", root=str(root), num_workers=0, image_size=32)
+    dm.setup("fit")
+    rec = dm.indexes["train"].records[2]  # "c": two dogs, the second painted over the first
+    target = dm._dataset("train").target(rec)
+    for k in (1, 2):
+        assert torch.equal(target["masks"][k - 1], torch.from_numpy((masks["c"] == k).astype(np.uint8)))  # fmt: skip
+    bad = masks["b"].copy()
+    bad[bad == 1] = 0  # object 1 of b.xml has no pixel left
+    Image.fromarray(bad).save(folder / "b.png")
+    with pytest.raises(
+        DataError, match=r"b\.xml: object 1 \(cat\): .*b\.png has no pixel of value 1"
+    ):
+        VocDataModule(task="instance_segmentation", root=str(root), num_workers=0).setup("fit")

@@ -29,6 +29,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--split", default="train", help="split to convert (default: train)")
     parser.add_argument("--annotations", type=Path, help="COCO annotation file (coco source)")
     parser.add_argument("--images", type=Path, help="image folder (coco source; default: beside)")
+    parser.add_argument("--masks", help="voc: instance mask folder under --root (e.g. SegmentationObject)")  # fmt: skip
     parser.add_argument("--classes", nargs="*", help="voc: class list and order (default: names found)")  # fmt: skip
     parser.add_argument("--output", type=Path, required=True, help="COCO file, or YOLO dataset folder")  # fmt: skip
     parser.add_argument("--on-bad", choices=["error", "skip"], default="error")
@@ -43,12 +44,13 @@ def main(argv: Sequence[str]) -> int:
         if args.annotations is None:
             raise ConfigError("convert coco: --annotations <file> is required")
         images = args.images or args.annotations.parent
-        index = load_coco(args.annotations, images, report, "instance_segmentation" if _has_masks(args.annotations) else "detection")  # fmt: skip
+        index = load_coco(args.annotations, images, report, "instance_segmentation" if _segmented(_annotations(args.annotations)) else "detection")  # fmt: skip
     else:
         if args.root is None:
             raise ConfigError(f"convert {args.source}: --root <dataset folder> is required")
         data, places, images, where = _read(args, report)
-        index = index_coco(data, where, images, report, "detection", "header", None, places)
+        task = "instance_segmentation" if _segmented(data["annotations"]) else "detection"
+        index = index_coco(data, where, images, report, task, "header", None, places)
     coco = index_to_coco(index, images)
     if args.target == "coco":
         from visionkit.files import atomic_open
@@ -68,10 +70,19 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _has_masks(path: Path) -> bool:
-    """Whether a COCO file's annotations carry segmentations (then polygons are validated too)."""
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    return any(a.get("segmentation") for a in data.get("annotations", []) if isinstance(a, dict))
+def _annotations(path: Path) -> list:
+    """The annotation list of a COCO file (empty when unreadable: load_coco then names the problem)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return data.get("annotations", []) if isinstance(data, dict) and isinstance(data.get("annotations"), list) else []  # fmt: skip
+
+
+def _segmented(annotations: list) -> bool:
+    """Every annotation has a segmentation: then it is validated (and kept) as instance data."""
+    anns = [a for a in annotations if isinstance(a, dict)]
+    return bool(anns) and all(a.get("segmentation") for a in anns)
 
 
 def _read(args: argparse.Namespace, report) -> tuple[dict, dict, Path, Path]:
@@ -90,7 +101,8 @@ def _read(args: argparse.Namespace, report) -> tuple[dict, dict, Path, Path]:
             raise ConfigError(
                 f"convert voc: no annotation files in {folder} (split list {listing})"
             )
-        data, places = read_voc(files, args.classes, report)
+        masks = root / args.masks if args.masks else None
+        data, places = read_voc(files, args.classes, report, masks_dir=masks)
         return data, places, root / "JPEGImages", folder
     from visionkit.data.datasets.yolo import read_names, read_yolo
 

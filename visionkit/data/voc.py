@@ -4,7 +4,9 @@ lists ``ImageSets/Main/{split}.txt`` (one image stem per line).
 Read into the COCO structure and validated as COCO data (:mod:`visionkit.data.datasets.voc`), so
 label encoding, bad-data rules, augmentation and evaluation are COCO's; ``difficult`` objects are
 COCO ``iscrowd`` regions (ignored in evaluation, not trained on). ``classes`` fixes the class list
-and order (null: the sorted names found in the split lists' files).
+and order (null: the sorted names found in the split lists' files). Instance segmentation reads
+each object's mask from ``instance_masks`` (VOC's ``SegmentationObject/<stem>.png``; use the
+split lists of ``ImageSets/Segmentation``, the images that have masks).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class VocDataModule(CocoDataModule):
     """Pascal VOC folders; see the module docstring."""
 
     FORMAT = "voc"
-    SUPPORTED_TASKS = ("detection",)
+    SUPPORTED_TASKS = ("detection", "instance_segmentation")
 
     def __init__(
         self,
@@ -32,10 +34,12 @@ class VocDataModule(CocoDataModule):
         annotations: str = "Annotations",
         split_list: str = "ImageSets/Main/{split}.txt",
         classes: Sequence[str] | None = None,
+        instance_masks: str = "SegmentationObject",
         **kwargs: Any,
     ) -> None:
         super().__init__(images=images, annotations=annotations, **kwargs)
         self.split_list = split_list
+        self.instance_masks = instance_masks
         self.classes = list(classes) if classes else None
         self._parsed: dict[Path, Any] = {}
 
@@ -77,6 +81,7 @@ class VocDataModule(CocoDataModule):
             return None
         names = self._class_names()
         files = [p for p in files if self._parse(p) is not None]
-        data, places = read_voc(files, names, self.report, parsed=[self._parsed[p] for p in files])
+        masks = self.data_root() / self.instance_masks if self.task == "instance_segmentation" else None  # fmt: skip
+        data, places = read_voc(files, names, self.report, [self._parsed[p] for p in files], masks)  # fmt: skip
         folder = self.data_root() / self.annotations_template.format(split=split)
         return index_coco(data, folder, self.image_dir(split), self.report, self.task, self.verify_images, self.max_image_pixels, places)  # fmt: skip

@@ -56,7 +56,7 @@ def parse_xml(path: Path, report: BadDataReport) -> dict[str, Any] | None:
             report.problem("malformed_box", f"{where}: needs <name> and a numeric <bndbox> (xmin, ymin, xmax, ymax)")  # fmt: skip
             continue
         difficult = _text(obj, "difficult") in ("1", "true")
-        objects.append({"name": name, "box": coords, "difficult": difficult, "where": f"{where} ({name})"})  # fmt: skip
+        objects.append({"name": name, "box": coords, "difficult": difficult, "index": k, "where": f"{where} ({name})"})  # fmt: skip
     return {"filename": filename, "width": width, "height": height, "objects": objects}
 
 
@@ -65,10 +65,13 @@ def read_voc(
     classes: list[str] | None,
     report: BadDataReport,
     parsed: list[dict[str, Any] | None] | None = None,
+    masks_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[tuple[str, int], str]]:
     """COCO-structured data and the place of each image/annotation; ``classes`` (None: the sorted
     names found) fixes the category ids 1..K; an object of another name is a reported problem.
-    ``parsed``: the files' :func:`parse_xml` results when already read."""
+    ``parsed``: the files' :func:`parse_xml` results when already read. ``masks_dir``: VOC's
+    ``SegmentationObject`` folder (``<stem>.png``, pixel value k = the k-th object of the XML,
+    255 = void): each object gets its mask as RLE (instance segmentation)."""
     contents = parsed if parsed is not None else [parse_xml(p, report) for p in xml_files]
     parsed = [(p, d) for p, d in zip(xml_files, contents, strict=True) if d is not None]
     names = (
@@ -84,6 +87,7 @@ def read_voc(
             entry.update(width=int(d["width"]), height=int(d["height"]))
         images.append(entry)
         places[("image", image_id)] = f"{path} ({d['filename']})"
+        instances = _instance_png(masks_dir / f"{path.stem}.png") if masks_dir is not None else None
         for obj in d["objects"]:
             if obj["name"] not in ids:
                 report.problem("unknown_category", f"{obj['where']}: class '{obj['name']}' is not in data.classes {names}")  # fmt: skip
@@ -96,5 +100,38 @@ def read_voc(
                 "area": (x1 - x0 + 1) * (y1 - y0 + 1), "iscrowd": int(obj["difficult"]),
             })  # fmt: skip
             places[("ann", aid)] = obj["where"]
+            if masks_dir is not None:
+                reason = _add_mask(
+                    anns[-1], instances, obj["index"], masks_dir / f"{path.stem}.png"
+                )
+                if reason is not None:
+                    anns.pop()
+                    report.problem("bad_segmentation", f"{obj['where']}: {reason}")
     categories = [{"id": i, "name": n} for n, i in ids.items()]
     return {"images": images, "annotations": anns, "categories": categories}, places
+
+
+def _instance_png(path: Path) -> Any:
+    """The instance-index array of a SegmentationObject PNG (None when missing or unreadable)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except OSError:
+        return None
+
+
+def _add_mask(ann: dict[str, Any], instances: Any, k: int, path: Path) -> str | None:
+    """Put object ``k``'s mask (pixels == k) into ``ann`` as RLE; the reason when impossible."""
+    from visionkit.evaluation.coco import encode_mask
+
+    if instances is None:
+        return f"instance mask file {path} is missing or unreadable"
+    mask = instances == k
+    if instances.ndim != 2 or not mask.any():
+        return f"{path} has no pixel of value {k} (this object's mask)"
+    ann["segmentation"] = encode_mask(mask)
+    ann["area"] = float(mask.sum())
+    return None
