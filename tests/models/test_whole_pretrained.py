@@ -238,3 +238,50 @@ def test_cli_fine_tunes_torchvision_weights_on_yolo_data(cli, fast, tmp_path: Pa
     assert report["format"] == "torchvision" and report["matched_classes"] == {"person": "person"}
     assert len(report["reinitialised"]) == 4 and report["kept"] > 200 and not report["missing"]
     assert "finetune" in results
+
+
+@pytest.mark.parametrize(
+    "task_name,head",
+    [
+        ("classification", "linear"),
+        ("detection", {"name": "retinanet", "min_size": 32}),
+        ("detection", {"name": "fasterrcnn", "min_size": 32}),
+    ],
+    ids=["linear", "retinanet", "fasterrcnn"],
+)
+def test_visionkit_checkpoint_with_other_classes(task_name: str, head, tmp_path: Path) -> None:
+    """Same task, other classes: the head is kept but the class rows of unknown names."""
+    from visionkit.models.whole_pretrained import class_blocks
+
+    torch.set_num_threads(1)
+    backbone = {"name": "simple_cnn", "channels": [8, 16]}
+    neck = {"name": "fpn", "out_channels": 16} if task_name == "detection" else None
+    model = {"backbone": backbone, "neck": neck, "head": head}
+    old_names, new_names = ["cat", "dog", "cow"], ["dog", "emu"]
+    torch.manual_seed(0)
+    source = TASKS.get(task_name)(model=model, num_classes=3, label_map={"names": old_names})
+    path = tmp_path / "run.ckpt"
+    meta = {"task": task_name, "version": "0"}
+    torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams), "visionkit": meta}, path)  # fmt: skip
+    torch.manual_seed(1)
+    task = TASKS.get(task_name)(model={**model, "pretrained": str(path)}, num_classes=2, label_map={"names": new_names})  # fmt: skip
+    report = task.pretrained_results
+    assert report["matched_classes"] == {"dog": "dog"}
+    blocks = class_blocks(task)
+    assert sorted(report["reinitialised"]) == sorted(f"head.{k}" for k in blocks) and blocks
+    old, new = source.head.state_dict(), task.head.state_dict()
+    for key, value in new.items():
+        if key not in blocks:
+            assert torch.equal(value, old[key]), key
+            continue
+        block, extra = blocks[key]
+        per = 1 if "classification_head.cls_logits" in key else block
+        o = old[key].reshape(-1, 3 + extra, per, *old[key].shape[1:])
+        n = value.reshape(-1, 2 + extra, per, *value.shape[1:])
+        assert torch.equal(n[:, extra], o[:, extra + 1])  # dog's rows
+        for e in range(extra):  # background rows kept
+            assert torch.equal(n[:, e], o[:, e])
+        if key.endswith("weight"):
+            assert not any(
+                torch.equal(n[:, extra + 1], o[:, j]) for j in range(3 + extra)
+            )  # emu: fresh

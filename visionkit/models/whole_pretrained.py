@@ -155,8 +155,11 @@ def load_whole(task: Any, path: str | os.PathLike, verbose: bool = True) -> dict
 
     content, fmt = read_weights(path)
     if fmt == "visionkit":
+        fresh = {k: v.clone() for k, v in task.head.state_dict().items()}
         report = load_pretrained(task, path, verbose=verbose)
-        return {"path": str(path), "format": fmt, "loaded": report.loaded, "missing": len(report.missing), "unexpected": len(report.unexpected), "messages": report.messages}  # fmt: skip
+        out = {"path": str(path), "format": fmt, "loaded": report.loaded, "missing": len(report.missing), "unexpected": len(report.unexpected), "messages": report.messages}  # fmt: skip
+        out.update(_head_of_other_classes(task, content, fresh))
+        return out
     target = task.state_dict()
     detector = is_detector(task)
     new: dict[str, torch.Tensor] = {}
@@ -225,3 +228,62 @@ def load_whole(task: Any, path: str | os.PathLike, verbose: bool = True) -> dict
             f"{len(missing)} missing, {len(unused)} unused"
         )
     return report
+
+
+def class_blocks(task: Any) -> dict[str, tuple[int, int]]:
+    """Head tensors that depend on the class count: key -> (rows per class, extra classes such as
+    a detector's background). Found by building the head once more with one class more."""
+    from visionkit.registries import HEADS
+
+    bigger = HEADS.build(task.hparams["model"]["head"], task.feature_info, task.num_classes + 1)
+    now = task.head.state_dict()
+    blocks = {}
+    for key, value in bigger.state_dict().items():
+        if key in now and value.shape != now[key].shape and value.shape[1:] == now[key].shape[1:]:
+            block = value.shape[0] - now[key].shape[0]
+            extra = now[key].shape[0] // block - task.num_classes
+            blocks[key] = (block, extra)
+    return blocks
+
+
+def _head_of_other_classes(task: Any, ckpt: dict[str, Any], fresh: dict[str, torch.Tensor]) -> dict[str, Any]:  # fmt: skip
+    """A checkpoint of the same task with other classes: its head is kept except the class rows of
+    classes it does not know by name (those keep their fresh initialisation)."""
+    meta = ckpt.get("visionkit") or {}
+    hparams = ckpt.get("hyper_parameters") or {}
+    old_names = list((hparams.get("label_map") or {}).get("names") or [])
+    old_k = hparams.get("num_classes")
+    if meta.get("task") != task.task_name or not old_names or (old_k == task.num_classes and old_names == task.class_names):  # fmt: skip
+        return {}
+    state = {
+        k.removeprefix("head."): v for k, v in ckpt["state_dict"].items() if k.startswith("head.")
+    }
+    blocks = class_blocks(task)
+    index = {_norm_name(n): j for j, n in enumerate(old_names)}
+    matched = {
+        n: old_names[index[_norm_name(n)]] for n in task.class_names if _norm_name(n) in index
+    }
+    new_state, reinit = {}, []
+    for key, target in fresh.items():
+        value = state.get(key)
+        if value is None:
+            continue
+        if key not in blocks:
+            if value.shape == target.shape:
+                new_state[key] = value
+            continue
+        block, extra = blocks[key]
+        # RetinaNet's logits are anchor-major (anchor, class); other predictors class-major
+        per = 1 if key.rsplit(".", 1)[0].endswith("classification_head.cls_logits") else block
+        if value.shape[0] % block or value.shape[0] // block != old_k + extra:
+            continue  # laid out otherwise: keep the fresh tensor
+        rows = {e: e for e in range(extra)}  # background and the like: same meaning in both
+        rows.update({extra + i: extra + index[_norm_name(n)] for i, n in enumerate(task.class_names) if _norm_name(n) in index})  # fmt: skip
+        new_state[key] = _remap(value, target, rows, old_k + extra, task.num_classes + extra, per)
+        reinit.append(f"head.{key}")
+    task.head.load_state_dict(new_state, strict=False)
+    return {
+        "kept_head": len(new_state) - len(reinit),
+        "reinitialised": reinit,
+        "matched_classes": matched,
+    }
