@@ -122,11 +122,11 @@ def _row_map(task: Any, old_rows: int, detector: bool) -> tuple[dict[int, int], 
     """New class row -> old class row for classes whose names match (detectors keep background)."""
     names = task.class_names
     old = pretrained_names(old_rows, detector) or []
-    index = {_norm_name(n): j for j, n in enumerate(old) if n not in ("N/A",)}
-    if detector:
-        index.pop(_norm_name("__background__"), None)
-    else:
-        index.setdefault("background", index.get(_norm_name("__background__"), -1))
+    index = {
+        _norm_name(n): j for j, n in enumerate(old) if n != "N/A"
+    }  # "__background__" -> "background"
+    if detector:  # a detector's background row is kept as row 0, never matched to a class
+        index.pop("background", None)
     rows, matched = ({0: 0}, {}) if detector else ({}, {})
     shift = 1 if detector else 0
     for i, name in enumerate(names):
@@ -167,7 +167,6 @@ def load_whole(task: Any, path: str | os.PathLike, verbose: bool = True) -> dict
     mismatched: list[str] = []
     reinit: list[str] = []
     matched: dict[str, str] = {}
-    class_rows: dict[str, int] = {}
     for tv_key, value in content.items():
         key = from_torchvision_key(tv_key, task)
         if key is None or key not in target:
@@ -190,13 +189,10 @@ def load_whole(task: Any, path: str | os.PathLike, verbose: bool = True) -> dict
             mismatched.append(f"{tv_key} {tuple(value.shape)} vs {tuple(want.shape)}")
             continue
         unnamed = pretrained_names(k_old, detector) is None or all(n.isdigit() for n in task.class_names)  # fmt: skip
-        if (
-            value.shape == want.shape and unnamed
-        ):  # same count, no names to tell otherwise: as they are
+        if value.shape == want.shape and unnamed:  # same count, no names to tell otherwise: as is
             new[key] = value
             continue
         rows, matched = _row_map(task, k_old, detector)
-        class_rows[base] = k_old
         identical = value.shape == want.shape and all(rows.get(i) == i for i in range(k_new))
         if identical:
             new[key] = value
