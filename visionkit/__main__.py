@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "stats": ("visionkit.commands.stats:run", "stats"),
     "list": ("visionkit.commands.list:main", None),
     "report": ("visionkit.commands.report:main", None),
+    "convert": ("visionkit.commands.convert:main", None),
 }
 
 

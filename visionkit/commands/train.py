@@ -72,6 +72,8 @@ def run(cfg: DictConfig) -> float:
     report = getattr(trainer.lightning_module, "finetune_report", None)
     if report:  # the schedule followed (for `auto`: its choice and reason)
         results["finetune"] = report
+    if getattr(task, "pretrained_results", None):  # what model.pretrained kept and re-initialised
+        results["pretrained"] = task.pretrained_results
     results["best_checkpoint"] = best
     if ckpt is not None and ckpt.best_model_score is not None:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from visionkit.data.datamodule import SPLITS, VisionDataModule
-from visionkit.data.datasets.coco import CocoDataset, CocoIndex, load_coco
+from visionkit.data.datasets.coco import CocoDataset, CocoIndex, index_to_coco, load_coco
 from visionkit.data.labels import LabelMap
 from visionkit.errors import ConfigError
 from visionkit.files import atomic_open
@@ -50,29 +50,14 @@ class CocoDataModule(VisionDataModule):
         ``out_dir/ground_truth_<split>.json`` (skipped annotations are not counted as misses)."""
         ann = self.annotation_file(split)
         index = self.indexes.get(split)
-        if index is None or ann is None or not ann.is_file():
+        if index is None:
             return None
-        if not self.report.skipped:
-            return ann
-        images, annotations = [], []
-        for rec in index.records:
-            images.append({"id": rec.id, "file_name": rec.path.name, "width": rec.width, "height": rec.height})  # fmt: skip
-            for a in rec.anns:
-                x0, y0, x1, y1 = a["bbox"]
-                entry = {
-                    "id": a["id"],
-                    "image_id": rec.id,
-                    "category_id": a["category_id"],
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": a["area"],
-                    "iscrowd": a["iscrowd"],
-                }
-                if a.get("segmentation") is not None:
-                    entry["segmentation"] = a["segmentation"]
-                annotations.append(entry)
+        if ann is not None and ann.is_file() and not self.report.skipped:
+            return ann  # formats converted to COCO (voc, yolo) always write the validated file
+        data = index_to_coco(index)
         path = Path(out_dir) / f"ground_truth_{split}.json"
         with atomic_open(path) as file:
-            json.dump({"images": images, "annotations": annotations, "categories": index.categories}, file)  # fmt: skip
+            json.dump(data, file)
         return path
 
     def image_dir(self, split: str) -> Path:
@@ -83,22 +68,10 @@ class CocoDataModule(VisionDataModule):
         label_map: LabelMap | None = None
         self.require_root()
         for split in SPLITS:
-            ann = self.annotation_file(split)
-            if ann is None or not ann.is_file():
-                if split in self.required_splits:
-                    raise ConfigError(
-                        f"data format 'coco': annotation file for split '{split}' not found: "
-                        f"{ann} (config keys data.root / data.annotations)"
-                    )
+            index = self.load_index(split)
+            if index is None:
                 continue
-            index = load_coco(
-                ann,
-                self.image_dir(split),
-                self.report,
-                self.task,
-                self.verify_images,
-                self.max_image_pixels,
-            )
+            ann = index.ann_file
             self.indexes[split] = index
             split_map = index.label_map
             if label_map is None:
@@ -120,6 +93,20 @@ class CocoDataModule(VisionDataModule):
             label_map = label_map.with_background()
             # datasets keep the instance map: mask value = instance index + 1 = this map's index
         return label_map, datasets
+
+    def load_index(self, split: str) -> CocoIndex | None:
+        """The validated annotations of ``split`` (None: the split is absent and optional).
+
+        Other formats (voc, yolo) override this: they read their files into the same structure."""
+        ann = self.annotation_file(split)
+        if ann is None or not ann.is_file():
+            if split in self.required_splits:
+                raise ConfigError(
+                    f"data format 'coco': annotation file for split '{split}' not found: "
+                    f"{ann} (config keys data.root / data.annotations)"
+                )
+            return None
+        return load_coco(ann, self.image_dir(split), self.report, self.task, self.verify_images, self.max_image_pixels)  # fmt: skip
 
     def _labelled(self, records: list, ann: Path) -> list:
         """Classification needs a label: images without (non-crowd) annotations are skipped, counted."""

@@ -77,6 +77,7 @@ class BaseTask(pl.LightningModule):
         model = dict(plain(model))
         # pretrained weights are loaded once here; checkpoints carry the weights, not the path
         pretrained = None
+        whole = model.pop("pretrained", None)  # the whole model's weights (model.pretrained)
         if isinstance(model["backbone"], Mapping):
             model["backbone"] = dict(model["backbone"])
             pretrained = model["backbone"].pop("pretrained", None)
@@ -116,6 +117,12 @@ class BaseTask(pl.LightningModule):
             from visionkit.models.pretrained import load_pretrained
 
             load_pretrained(self, pretrained)
+        # what model.pretrained loaded (kept / re-initialised / matched), for results.json
+        self.pretrained_results: dict[str, Any] = {}
+        if whole:
+            from visionkit.models.whole_pretrained import load_whole
+
+            self.pretrained_results = load_whole(self, whole)
 
     # -- model ------------------------------------------------------------------------------
     @property

@@ -171,8 +171,26 @@ def load_coco(
 
     Every image file is checked at ``verify`` level (in parallel) and, unless ``verify=none``, its
     size compared with the file's width/height, so nothing surfaces later in a loader worker."""
-    ann_file, image_dir = Path(ann_file), Path(image_dir)
-    data = _read_json(ann_file)
+    ann_file = Path(ann_file)
+    return index_coco(_read_json(ann_file), ann_file, image_dir, report, task, verify, max_pixels)
+
+
+def index_coco(
+    data: dict[str, Any],
+    ann_file: Path,
+    image_dir: str | Path,
+    report: BadDataReport,
+    task: str = "detection",
+    verify: str = "header",
+    max_pixels: int | None = None,
+    places: dict[tuple[str, int], str] | None = None,
+) -> CocoIndex:
+    """Validate COCO-structured ``data`` (read from ``ann_file`` or converted from another format).
+
+    ``places`` names where an image (``("image", id)``) or annotation (``("ann", id)``) came from
+    in a converted format (file and line or object), so messages point at the user's file."""
+    image_dir = Path(image_dir)
+    places = places or {}
     categories = data["categories"]
     cat_ids = _read_categories(ann_file, categories)
     entries = _image_entries(ann_file, data["images"], report)
@@ -180,7 +198,7 @@ def load_coco(
     paths = [image_dir / str(img["file_name"]) for img in entries.values()]
     checks = check_image_files(paths, verify, max_pixels)
     for (image_id, img), check in zip(entries.items(), checks, strict=True):
-        where = f"{ann_file}: image id {image_id}"
+        where = places.get(("image", image_id)) or f"{ann_file}: image id {image_id}"
         if check.reason is not None:
             report.problem(check.kind or "unreadable_image", f"{where}: {check.reason}")
             continue
@@ -212,7 +230,7 @@ def load_coco(
             )
             continue
         aid = ann["id"]
-        where = f"{ann_file}: annotation id {aid}"
+        where = places.get(("ann", aid)) or f"{ann_file}: annotation id {aid}"
         image_id = ann.get("image_id")
         if aid in seen_ann_ids:
             report.problem(
@@ -229,7 +247,8 @@ def load_coco(
         if rec is None:
             report.problem("orphan_annotation", f"{where}: unknown image id {image_id}")
             continue
-        where = f"{where} (image {rec.path.name})"
+        if ("ann", aid) not in places:
+            where = f"{where} (image {rec.path.name})"
         cid = ann.get("category_id")
         if not isinstance(cid, int) or cid not in cat_ids:
             report.problem("unknown_category", f"{where}: unknown category id {cid}")
@@ -281,6 +300,29 @@ def load_coco(
         if not rec.anns:
             report.note("image_without_annotations")
     return CocoIndex(ann_file, categories, list(records.values()))
+
+
+def index_to_coco(index: CocoIndex, image_dir: Path | None = None) -> dict[str, Any]:
+    """The validated content of ``index`` as a COCO dict (boxes back to xywh; file names relative
+    to ``image_dir`` when given, else the bare names)."""
+    images, annotations = [], []
+    for rec in index.records:
+        name = rec.path.relative_to(image_dir).as_posix() if image_dir is not None else rec.path.name  # fmt: skip
+        images.append({"id": rec.id, "file_name": name, "width": rec.width, "height": rec.height})
+        for a in rec.anns:
+            x0, y0, x1, y1 = a["bbox"]
+            entry = {
+                "id": a["id"],
+                "image_id": rec.id,
+                "category_id": a["category_id"],
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": a["area"],
+                "iscrowd": a["iscrowd"],
+            }
+            if a.get("segmentation") is not None:
+                entry["segmentation"] = a["segmentation"]
+            annotations.append(entry)
+    return {"images": images, "annotations": annotations, "categories": index.categories}
 
 
 def ann_to_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:

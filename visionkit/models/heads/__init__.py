@@ -18,3 +18,5 @@ HEADS.register("visionkit.models.heads.fasterrcnn:FasterRCNNHead", name="fasterr
 HEADS.register("visionkit.models.heads.retinanet:RetinaNetHead", name="retinanet")
 HEADS.register("visionkit.models.heads.fcos:FCOSHead", name="fcos")
 HEADS.register("visionkit.models.heads.maskrcnn:MaskRCNNHead", name="maskrcnn", aliases=("mask_rcnn",))  # fmt: skip
+HEADS.register("visionkit.models.heads.tv_segmentation:TorchvisionFCNHead", name="tv_fcn")
+HEADS.register("visionkit.models.heads.tv_segmentation:TorchvisionDeepLabV3Head", name="tv_deeplabv3")  # fmt: skip

@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
+from torchvision.models.detection.rpn import RPNHead
 
+from visionkit.errors import ConfigError
 from visionkit.layers.roi_align import MultiScaleRoIAlign
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import (
@@ -23,7 +30,10 @@ from visionkit.models.heads.detector_base import (
 class FasterRCNNHead(DetectorHead):
     """Anchors (``anchor_sizes`` per level, default ``anchor_scale * reduction``), image
     ``min_size``/``max_size``, ``score_thresh``, ``detections_per_img`` are config keys; other
-    FasterRCNN keyword arguments (``rpn_*``, ``box_*``) pass through.
+    FasterRCNN keyword arguments (``rpn_*``, ``box_*``) pass through. torchvision's layouts:
+    ``roi_levels`` (the first N levels the RoI pooler reads; null: all, torchvision: all but the
+    extra pooled level), ``rpn_conv_depth`` (_v2: 2), ``box_convs`` (_v2: 4 BN convs before one fc
+    of ``representation_size``; 0: torchvision's two-fc head).
     """
 
     name: ClassVar[str] = "fasterrcnn"
@@ -43,22 +53,44 @@ class FasterRCNNHead(DetectorHead):
         max_size: int | None = None,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        roi_levels: int | None = None,
+        rpn_conv_depth: int = 1,
+        box_convs: int = 0,
         **detector_kwargs: Any,
     ) -> None:
         super().__init__(self.name, self.detector_class, feature_info, detector_kwargs)
+        levels = roi_level_names(feature_info, roi_levels, self.name)
+        anchors = anchor_generator(feature_info, anchor_sizes, aspect_ratios, anchor_scale, self.name)  # fmt: skip
+        if box_convs:
+            box_head: nn.Module = FastRCNNConvFCHead(
+                (self.channels, 7, 7), [self.channels] * int(box_convs), [representation_size], norm_layer=nn.BatchNorm2d
+            )  # fmt: skip
+        else:
+            box_head = TwoMLPHead(self.channels * 7 * 7, representation_size)
         self.detector = self.detector_class(
             self.adapter,
             num_classes=None,
             **image_transform_options(min_size, max_size, image_mean, image_std),
-            rpn_anchor_generator=anchor_generator(
-                feature_info, anchor_sizes, aspect_ratios, anchor_scale, self.name
+            rpn_anchor_generator=anchors,
+            rpn_head=RPNHead(
+                self.channels, anchors.num_anchors_per_location()[0], conv_depth=int(rpn_conv_depth)
             ),
             box_roi_pool=MultiScaleRoIAlign(
-                level_names(feature_info), 7, 2, scales=[1 / f.reduction for f in feature_info]
+                levels, 7, 2, scales=[1 / f.reduction for f in feature_info[: len(levels)]]
             ),
-            box_head=TwoMLPHead(self.channels * 7 * 7, representation_size),
+            box_head=box_head,
             box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
             box_score_thresh=score_thresh,
             box_detections_per_img=detections_per_img,
             **detector_kwargs,
         )
+
+
+def roi_level_names(feature_info: Sequence[FeatureInfo], roi_levels: int | None, head: str) -> list[str]:  # fmt: skip
+    """Names of the levels the RoI poolers read: the first ``roi_levels`` (None: all)."""
+    names = level_names(feature_info)
+    if roi_levels is None:
+        return names
+    if not 1 <= int(roi_levels) <= len(names):
+        raise ConfigError(f"{head}: roi_levels must be in 1..{len(names)} (the feature levels), got {roi_levels} (model.head.roi_levels)")  # fmt: skip
+    return names[: int(roi_levels)]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
+from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.retinanet import RetinaNetHead as TVRetinaNetHead
 
+from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import (
     IMAGENET_MEAN,
@@ -20,7 +23,9 @@ from visionkit.models.heads.detector_base import (
 
 class RetinaNetHead(DetectorHead):
     """Anchors per level (``anchor_sizes`` or ``anchor_scale * reduction`` times 2^0, 2^1/3,
-    2^2/3), ``min_size``/``max_size``, ``score_thresh``, ``detections_per_img`` are config keys.
+    2^2/3), ``min_size``/``max_size``, ``score_thresh``, ``detections_per_img`` are config keys;
+    ``head_norm`` (``gn``: GroupNorm(32) in the head convs) and ``box_loss`` (``giou``) give
+    torchvision's _v2 layout.
     """
 
     def __init__(
@@ -36,17 +41,29 @@ class RetinaNetHead(DetectorHead):
         max_size: int | None = None,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        head_norm: str | None = None,
+        box_loss: str = "l1",
         **detector_kwargs: Any,
     ) -> None:
         super().__init__("retinanet", RetinaNet, feature_info, detector_kwargs)
+        if head_norm not in (None, "gn") or box_loss not in (
+            "l1",
+            "smooth_l1",
+            "giou",
+            "ciou",
+            "diou",
+        ):
+            raise ConfigError(f"retinanet: head_norm must be null or gn and box_loss one of l1, smooth_l1, giou, ciou, diou; got {head_norm}, {box_loss} (model.head)")  # fmt: skip
         if anchor_sizes is None:
             anchor_sizes = [
                 [anchor_scale * f.reduction * 2 ** (k / 3) for k in range(3)] for f in feature_info
             ]
         anchors = anchor_generator(feature_info, anchor_sizes, aspect_ratios, anchor_scale, "retinanet")  # fmt: skip
+        norm = partial(nn.GroupNorm, 32) if head_norm == "gn" else None
         head = TVRetinaNetHead(
-            self.channels, anchors.num_anchors_per_location()[0], num_classes + 1
+            self.channels, anchors.num_anchors_per_location()[0], num_classes + 1, norm_layer=norm
         )
+        head.regression_head._loss_type = box_loss  # torchvision's own switch (it has no argument)
         self.detector = RetinaNet(
             self.adapter,
             num_classes + 1,
