@@ -111,17 +111,6 @@ def test_task_trains_tests_and_predicts(cli: CLI, tmp_path: Path, task: str) -> 
         assert (pred / "labels" / "gray.png").is_file()
 
 
-def test_test_command_writes_detections_beside_results(cli: CLI, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    cli("train", "task=detection", *TINY, *extra("detection"), "test_after_fit=false", f"hydra.run.dir={run}", check=True)  # fmt: skip
-    out = tmp_path / "test"
-    cli("test", "task=detection", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", *TINY, f"hydra.run.dir={out}", check=True)  # fmt: skip
-    results = json.loads((out / "results.json").read_text())
-    assert Path(results["test/detections"]) == out / "detections.json"
-    assert (out / "detections.json").is_file()
-    assert 0.0 <= results["test/map"] <= 1.0
-
-
 def test_ddp_test_gathers_every_image_once(cli: CLI, tmp_path: Path) -> None:
     """`test` on 2 gloo processes: detections of both ranks in one file, the sampler's padding
     (7 images on 2 ranks) removed, and the same mAP as one process."""
