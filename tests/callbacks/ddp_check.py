@@ -16,11 +16,13 @@ import torch.distributed as dist
 from finetune_toy import ToyData, make_task, trainer
 
 
-def weights_equal_across_ranks(module: torch.nn.Module) -> bool:
-    """Whether every parameter equals rank 0's (all ranks must call it; True without a group)."""
+def weights_equal_across_ranks(module: torch.nn.Module, buffers: bool = False) -> bool:
+    """Whether every parameter (with ``buffers``: every floating tensor of the state dict) equals
+    rank 0's (all ranks must call it; True without a group)."""
     if not (dist.is_available() and dist.is_initialized()):
         return True
-    flat = torch.cat([p.detach().reshape(-1).float() for p in module.parameters()])
+    tensors = [t for t in module.state_dict().values() if t.is_floating_point()] if buffers else list(module.parameters())  # fmt: skip
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
     reference = flat.clone()
     dist.broadcast(reference, src=0)
     same = torch.tensor([float(torch.equal(flat, reference))])

@@ -11,20 +11,10 @@ import sys
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
+from ddp_check import weights_equal_across_ranks
 from finetune_toy import ToyData, make_task, trainer
 
 from visionkit.callbacks.ema import EMA
-
-
-def state_equal_across_ranks(module: torch.nn.Module) -> bool:
-    """Whether every floating parameter and buffer equals rank 0's."""
-    flat = torch.cat([t.detach().reshape(-1).float() for t in module.state_dict().values() if t.is_floating_point()])  # fmt: skip
-    reference = flat.clone()
-    dist.broadcast(reference, src=0)
-    same = torch.tensor([float(torch.equal(flat, reference))])
-    dist.all_reduce(same, op=dist.ReduceOp.MIN)
-    return bool(same.item())
 
 
 class RankCheck(pl.Callback):
@@ -33,12 +23,12 @@ class RankCheck(pl.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # fmt: skip
         if batch_idx == 0:  # the EMA callback swapped the average in at epoch start
-            self.records.append({"epoch": trainer.current_epoch, "val_equal": state_equal_across_ranks(pl_module)})  # fmt: skip
+            self.records.append({"epoch": trainer.current_epoch, "val_equal": weights_equal_across_ranks(pl_module, buffers=True)})  # fmt: skip
 
     def on_train_epoch_end(
         self, trainer, pl_module
     ) -> None:  # raw weights: buffers differ per rank
-        self.records[-1]["raw_equal"] = state_equal_across_ranks(pl_module)
+        self.records[-1]["raw_equal"] = weights_equal_across_ranks(pl_module, buffers=True)
 
 
 class NoSync(EMA):
