@@ -72,6 +72,7 @@ class DetectionTask(BaseTask):
         self.val_map = MeanAveragePrecision(iou_type=iou, backend=self.metric_backend)
         self._test_groups: list[tuple[int, list[dict[str, Any]], Target]] = []
         self._gt_sizes: dict[int, tuple[int, int]] = {}
+        self._test_gt: Path | None = None
         self.test_summary: dict[str, Any] = {}
 
     # -- model -------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class DetectionTask(BaseTask):
 
     def on_test_epoch_start(self) -> None:
         self._test_groups = []
-        gt = self._gt_file()
+        gt = self._test_gt = self._gt_file()  # written once per test (skip mode: validated file)
         self._gt_sizes = {}
         if gt is not None:
             data = json.loads(gt.read_text())
@@ -199,7 +200,7 @@ class DetectionTask(BaseTask):
         results = [r for records, _ in seen.values() for r in records]
         out_dir = Path(self.trainer.default_root_dir)
         path = write_results(out_dir / "detections.json", results)
-        gt_file = self._gt_file()
+        gt_file = self._test_gt
         if gt_file is None:  # not COCO-backed: the ground truth of what was tested, as COCO json
             gt_file = write_gt(out_dir / "ground_truth_test.json", seen, self.label_map)  # fmt: skip
         all_ids = set(self._gt_sizes) if self._gt_sizes else set(seen)
