@@ -33,6 +33,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         y.backward(g[rank * 2 : rank * 2 + 2])
         torch.save({"y": y.detach(), "grad": part.grad, "rm": m.running_mean, "rv": m.running_var}, f"{out}/{rank}.pt")  # fmt: skip
     finally:
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
         dist.destroy_process_group()
 
 
