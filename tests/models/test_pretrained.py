@@ -14,10 +14,11 @@ from visionkit.registries import TASKS
 
 load_builtins()
 SMALL = {"name": "simple_cnn", "channels": [4, 8]}
+FPN = {"name": "fpn", "out_channels": 8, "in_indices": None, "extra_levels": 0}
 
 
-def task(backbone=SMALL, num_classes: int = 3, head="linear", **kw):
-    model = {"backbone": backbone, "head": head}
+def task(backbone=SMALL, num_classes: int = 3, head="linear", neck=None, **kw):
+    model = {"backbone": backbone, "head": head, **({"neck": neck} if neck else {})}
     return TASKS.get("classification")(model=model, num_classes=num_classes, **kw)
 
 
@@ -41,22 +42,45 @@ def checkpoint(tmp_path: Path, source, task_name: str = "classification") -> Pat
     return path
 
 
-def test_visionkit_checkpoint_same_classes_loads_backbone_and_head(tmp_path: Path, capsys) -> None:
+def test_backbone_pretrained_takes_only_the_backbone_of_a_same_task_checkpoint(tmp_path: Path, capsys) -> None:  # fmt: skip
+    """model.backbone.pretrained: the backbone, even when neck and head would fit; one line says
+    so and names model.pretrained for the whole model."""
+    torch.manual_seed(0)
+    source = task(neck=FPN)
+    torch.manual_seed(1)
+    target = task(neck=FPN)
+    neck_before, head_before = (
+        {k: v.clone() for k, v in m.state_dict().items()} for m in (target.neck, target.head)
+    )
+    report = load_pretrained(target, checkpoint(tmp_path, source))
+    assert same(source.backbone, target.backbone)
+    assert all(torch.equal(v, target.neck.state_dict()[k]) for k, v in neck_before.items())
+    assert all(torch.equal(v, target.head.state_dict()[k]) for k, v in head_before.items())
+    assert not same(source.head, target.head)  # so the check above can fail
+    assert report.loaded == {"backbone": len(source.backbone.state_dict())}
+    assert not report.missing and not report.unexpected
+    line = "neck and head not loaded: model.backbone.pretrained takes the backbone only (model.pretrained=<checkpoint> loads the whole model)"  # fmt: skip
+    assert report.messages == [line]
+    out = capsys.readouterr().out
+    assert "loaded backbone" in out and line in out
+
+
+def test_whole_model_from_a_same_task_checkpoint(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
     source = task()
     torch.manual_seed(1)
     target = task()
-    report = load_pretrained(target, checkpoint(tmp_path, source))
+    report = load_pretrained(target, checkpoint(tmp_path, source), whole=True)
     assert same(source.backbone, target.backbone) and same(source.head, target.head)
     assert report.format == "visionkit" and set(report.loaded) == {"backbone", "head"}
-    assert not report.missing and not report.unexpected
+    assert not report.missing and not report.unexpected and not report.messages
     assert "loaded backbone" in capsys.readouterr().out
 
 
 def test_other_class_count_reinitialises_head_with_a_message(tmp_path: Path) -> None:
     source, target = task(num_classes=5), task(num_classes=3)
     head_before = {k: v.clone() for k, v in target.head.state_dict().items()}
-    report = load_pretrained(target, checkpoint(tmp_path, source))
+    report = load_pretrained(target, checkpoint(tmp_path, source), whole=True)
     assert same(source.backbone, target.backbone)
     assert all(torch.equal(v, target.head.state_dict()[k]) for k, v in head_before.items())
     assert any("head re-initialised" in m and "5 classes" in m for m in report.messages)
@@ -64,7 +88,7 @@ def test_other_class_count_reinitialises_head_with_a_message(tmp_path: Path) -> 
 
 def test_backbone_from_another_tasks_run(tmp_path: Path) -> None:
     source, target = task(), task()
-    report = load_pretrained(target, checkpoint(tmp_path, source, "semantic_segmentation"))
+    report = load_pretrained(target, checkpoint(tmp_path, source, "semantic_segmentation"), whole=True)  # fmt: skip
     assert same(source.backbone, target.backbone)
     assert "head" not in report.loaded
     assert any("semantic_segmentation" in m for m in report.messages)

@@ -1,7 +1,8 @@
 """Offline pretrained weights: ``model.backbone.pretrained=<path>``; nothing goes to a hub.
 
 Accepted files: a visionkit (Lightning) checkpoint — its backbone, even from a run of another
-task, its neck when shapes match, and its head when the task and class count match —, a timm-format
+task (``model.pretrained=<ckpt>``, :func:`load_pretrained` with ``whole=True``, also loads its neck
+when shapes match and its head when the task and class count match) —, a timm-format
 or torchvision state dict (``torch.load(weights_only=True)``), or a ``.safetensors`` file. Plain
 state dicts are matched to the backbone by key (dots and underscores equivalent, so timm's
 ``features_only`` renaming ``stages.0`` -> ``stages_0`` is absorbed) and shape; missing and
@@ -74,13 +75,20 @@ def _tensors(obj: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_pretrained(task: Any, path: str | os.PathLike, verbose: bool = True) -> LoadReport:
-    """Load ``path`` into ``task`` (a BaseTask); returns (and prints) what was and wasn't loaded."""
+def load_pretrained(
+    task: Any, path: str | os.PathLike, verbose: bool = True, whole: bool = False
+) -> LoadReport:
+    """Load ``path`` into ``task`` (a BaseTask); returns (and prints) what was and wasn't loaded.
+
+    The backbone only (``model.backbone.pretrained``), or with ``whole`` (``model.pretrained``)
+    a visionkit checkpoint's neck and head too.
+    """
     content, fmt = read_weights(path)
     report = LoadReport(str(path), fmt)
     if fmt == "visionkit":
-        checkpoints.warn_suppliers(content[checkpoints.META_KEY], path, under="model.backbone")
-        _load_checkpoint(task, content, report)
+        under = "model" if whole else "model.backbone"
+        checkpoints.warn_suppliers(content[checkpoints.META_KEY], path, under=under)
+        _load_checkpoint(task, content, report, whole)
     else:
         _load_state_dict(task.backbone, content, report, "backbone")
     if not report.loaded:
@@ -93,9 +101,22 @@ def load_pretrained(task: Any, path: str | os.PathLike, verbose: bool = True) ->
     return report
 
 
-def _load_checkpoint(task: Any, ckpt: dict[str, Any], report: LoadReport) -> None:
-    """Backbone always, neck when present, head only for the same task and class count."""
+def _load_checkpoint(task: Any, ckpt: dict[str, Any], report: LoadReport, whole: bool) -> None:
+    """Backbone always; for the ``whole`` model also the neck when present, and the head for the
+    same task and class count."""
     state = ckpt["state_dict"]
+    if not whole:
+        prefixes = {k.split(".", 1)[0] for k in state}
+        others = [part for part in ("neck", "head") if part in prefixes]
+        if others:
+            report.messages.append(
+                f"{' and '.join(others)} not loaded: {CONFIG_KEY} takes the backbone only "
+                f"(model.pretrained=<checkpoint> loads the whole model)"
+            )
+        sub = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        if sub:
+            _load_state_dict(task.backbone, sub, report, "backbone")
+        return
     hparams = ckpt.get("hyper_parameters") or {}
     parts: list[tuple[str, nn.Module | None]] = [
         ("backbone", task.backbone), ("neck", getattr(task, "neck", None)),

@@ -156,7 +156,7 @@ def load_whole(task: Any, path: str | os.PathLike, verbose: bool = True) -> dict
     content, fmt = read_weights(path)
     if fmt == "visionkit":
         fresh = {k: v.clone() for k, v in task.head.state_dict().items()}
-        report = load_pretrained(task, path, verbose=verbose)
+        report = load_pretrained(task, path, verbose=verbose, whole=True)
         out = {"path": str(path), "format": fmt, "loaded": report.loaded, "missing": len(report.missing), "unexpected": len(report.unexpected), "messages": report.messages}  # fmt: skip
         out.update(_head_of_other_classes(task, content, fresh))
         return out
