@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from visionkit.tasks.base import BaseTask
 
 # task config keys read by the commands, not passed to the task's constructor
-RUN_KEYS = ("name", "monitor", "monitor_mode")
+RUN_KEYS = ("name", "monitor", "monitor_mode", "low_train_metric")
 
 
 def setup(cfg: DictConfig) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from tests.data.conftest import build_shapes
@@ -41,3 +42,25 @@ def test_history_survives_a_checkpoint() -> None:
     assert restored.history == callback.history
     assert restored.extra_results("val") == {}  # nothing before the diagnosis at fit end
     assert restored.final_report() is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "threshold"),
+    [
+        (["task=classification"], 0.7),
+        (["task=semantic_segmentation"], 0.5),
+        (["task=detection"], 0.5),
+        (["task=instance_segmentation"], 0.45),
+        (["task=detection", "task.low_train_metric=0.3"], 0.3),
+    ],
+)
+def test_low_train_metric_is_the_tasks(overrides: list[str], threshold: float) -> None:
+    """The underfitting threshold follows the task's metric scale (0.7 would call a COCO-grade
+    detector's mAP@0.5 underfitting), and it is not passed to the task."""
+    from tests.test_configs import compose_cfg
+    from visionkit.runner import RUN_KEYS, build_callbacks
+
+    cfg = compose_cfg(overrides)
+    [curves] = [c for c in build_callbacks(cfg) if isinstance(c, LearningCurves)]
+    assert curves.thresholds["low_train_metric"] == threshold
+    assert "low_train_metric" in RUN_KEYS
