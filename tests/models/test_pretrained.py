@@ -190,3 +190,55 @@ def test_backbone_supplied_by_another_package_warns(tmp_path: Path, capsys) -> N
         f"warning: {path}: backbones 'simple_cnn' (model.backbone) was supplied by other-pkg 9 "
         "when saved, here by visionkit 0.1.0"
     ]
+
+
+def hub_cache(root: Path, state: dict[str, torch.Tensor]) -> Path:
+    """``state`` saved where the Hugging Face hub caches timm's test_resnet: the model folder,
+    its ``refs/main`` naming a snapshot, the snapshot's model.safetensors (a link to a blob)."""
+    from safetensors.torch import save_file
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    model = root / "models--timm--test_resnet.r160_in1k"
+    (model / "blobs").mkdir(parents=True)
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text(revision)
+    blob = model / "blobs" / "a1b2c3"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(blob))
+    snapshot = model / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(blob)
+    return snapshot / "model.safetensors"
+
+
+def test_timm_weights_from_a_local_hub_cache_offline(tmp_path: Path, monkeypatch) -> None:
+    """The hub cache folder (or its parent, HF_HOME) as model.backbone.pretrained: the model's
+    file is found there without a network; timm itself reads the same layout offline (so the
+    layout written here is the real one), and both give the same weights."""
+    import timm
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported: and now
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    torch.manual_seed(3)
+    state = timm.create_model("test_resnet", pretrained=False).state_dict()
+    cache = tmp_path / "huggingface" / "hub"
+    file = hub_cache(cache, state)
+    by_timm = timm.create_model("test_resnet", pretrained=True, cache_dir=cache).state_dict()
+    assert all(torch.equal(by_timm[k], v) for k, v in state.items())
+    for given in (cache, cache.parent, file):  # HF_HUB_CACHE, HF_HOME, the file in the snapshot
+        target = task({**TIMM, "pretrained": str(given)})
+        loaded = target.backbone.model.state_dict()
+        assert loaded and all(torch.equal(v, state[k]) for k, v in loaded.items())
+
+
+def test_a_hub_cache_without_the_model_names_the_expected_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        task({**TIMM, "pretrained": str(tmp_path)})
+    assert str(error.value) == (
+        f"no weights of timm's 'timm/test_resnet.r160_in1k' in the hub cache {tmp_path} (config "
+        f"key model.backbone.pretrained): expected {tmp_path}/models--timm--test_resnet.r160_in1k/"
+        f"snapshots/<revision>/model.safetensors (or pytorch_model.bin) with refs/main naming the "
+        f"revision"
+    )
+    with pytest.raises(ConfigError, match="is a folder: a hub cache folder works for timm backbones"):  # fmt: skip
+        task({**SMALL, "pretrained": str(tmp_path)})

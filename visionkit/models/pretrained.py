@@ -6,7 +6,8 @@ when shapes match and its head when the task and class count match) —, a timm-
 or torchvision state dict (``torch.load(weights_only=True)``), or a ``.safetensors`` file. Plain
 state dicts are matched to the backbone by key (dots and underscores equivalent, so timm's
 ``features_only`` renaming ``stages.0`` -> ``stages_0`` is absorbed) and shape; missing and
-unexpected keys are reported.
+unexpected keys are reported. For a timm backbone the path may also be a local Hugging Face hub
+cache folder (``~/.cache/huggingface/hub``): the model's file is looked up there, offline.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def load_pretrained(
     The backbone only (``model.backbone.pretrained``), or with ``whole`` (``model.pretrained``)
     a visionkit checkpoint's neck and head too.
     """
+    path = _weights_file(task.backbone, path)
     content, fmt = read_weights(path)
     report = LoadReport(str(path), fmt)
     if fmt == "visionkit":
@@ -99,6 +101,20 @@ def load_pretrained(
     if verbose:
         print(report.summary())
     return report
+
+
+def _weights_file(backbone: nn.Module, path: str | os.PathLike) -> str | os.PathLike:
+    """``path``, or for a folder the backbone's file in that local hub cache (timm backbones:
+    :meth:`~visionkit.models.backbones.timm_backbone.TimmBackbone.cached_weights`)."""
+    if not Path(path).expanduser().is_dir():
+        return path
+    lookup = getattr(backbone, "cached_weights", None)
+    if lookup is None:
+        raise ConfigError(
+            f"{CONFIG_KEY}={path} is a folder: a hub cache folder works for timm backbones; "
+            f"give the weights file of {type(backbone).__name__}"
+        )
+    return lookup(path)
 
 
 def _load_checkpoint(task: Any, ckpt: dict[str, Any], report: LoadReport, whole: bool) -> None:

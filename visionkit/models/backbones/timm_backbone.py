@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +17,8 @@ from visionkit.registries import BACKBONES
 
 @BACKBONES.register("timm")
 class TimmBackbone(Backbone):
-    """Wraps ``timm.create_model(model_name, features_only=True)``; weights never come from a hub.
+    """Wraps ``timm.create_model(model_name, features_only=True)``; weights never come from a hub
+    over the network (a local hub cache folder is read by :meth:`cached_weights`).
 
     ``norm``/``act`` (visionkit specs) are passed to timm as ``norm_layer``/``act_layer`` for the
     models that accept them. Stages are the groups of timm modules that end at each returned
@@ -54,6 +57,36 @@ class TimmBackbone(Backbone):
             FeatureInfo(c, r) for c, r in zip(info.channels(), info.reduction(), strict=True)
         ]
         self._stage_groups = _stage_groups(self.model, info.module_name())
+
+    def cached_weights(self, cache_dir: str | os.PathLike) -> Path:
+        """This model's pretrained file in a Hugging Face hub cache folder, as timm downloads it
+        (``models--timm--<name>.<tag>/snapshots/<revision>/model.safetensors``, the snapshot
+        ``refs/main`` names); read from disk only, never downloaded.
+
+        ``cache_dir`` is the hub cache (``$HF_HUB_CACHE``, ``~/.cache/huggingface/hub``) or the
+        folder above it (``$HF_HOME``).
+        """
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = (getattr(self.model, "pretrained_cfg", None) or {}).get("hf_hub_id")
+        if not repo:
+            raise ConfigError(
+                f"timm model has no Hugging Face hub weights to look up in {cache_dir} (config "
+                f"key model.backbone.pretrained): give the weights file instead"
+            )
+        root = Path(cache_dir).expanduser()
+        folders = [root, root / "hub"]
+        for folder in folders:
+            for filename in ("model.safetensors", "pytorch_model.bin"):
+                found = try_to_load_from_cache(repo, filename, cache_dir=folder)
+                if isinstance(found, str):
+                    return Path(found)
+        expected = "models--" + repo.replace("/", "--")
+        raise ConfigError(
+            f"no weights of timm's '{repo}' in the hub cache {root} (config key "
+            f"model.backbone.pretrained): expected {root}/{expected}/snapshots/<revision>/"
+            f"model.safetensors (or pytorch_model.bin) with refs/main naming the revision"
+        )
 
     @property
     def stages(self) -> list[nn.ModuleList]:  # type: ignore[override]
