@@ -59,6 +59,7 @@ def test_coco_yolo_round_trip_and_voc(cli, tmp_path: Path) -> None:
     yolo = tmp_path / "yolo"
     done = cli("convert", "coco", "yolo", "--annotations", str(ann), "--images", str(ann.parent / "images"), "--output", str(yolo), check=True)  # fmt: skip
     assert "2 images, 4 annotations" in done.stdout
+    assert "━" not in done.stderr  # no progress bar: stderr is not a terminal
     (yolo / "images").mkdir()
     (ann.parent / "images").rename(yolo / "images" / "train")
     back = tmp_path / "back.json"
@@ -86,3 +87,37 @@ def test_coco_yolo_round_trip_and_voc(cli, tmp_path: Path) -> None:
     assert failed.returncode == 2
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "b.xml: object 2" in lines[0]
+
+
+def on_a_terminal(*args: str, cwd: Path, data_dir: Path) -> str:
+    """``python -m visionkit ARGS`` with stderr on a pseudo-terminal; what it wrote there."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main, child = pty.openpty()
+    env = {**os.environ, "VISIONKIT_DATA_DIR": str(data_dir), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "visionkit", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=child, timeout=300)  # fmt: skip
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert proc.returncode == 0, proc.stdout
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_unless_quiet(tmp_path: Path, data_dir: Path) -> None:
+    voc = voc_dataset(tmp_path / "voc", VOC_OBJECT.format("dog", 0))
+    argv = ["convert", "voc", "coco", "--root", str(voc), "--output", str(tmp_path / "voc.json")]
+    shown = on_a_terminal(*argv, cwd=tmp_path, data_dir=data_dir)
+    assert "reading VOC annotations" in shown and "checking images (header)" in shown
+    assert "100%" in shown
+    assert on_a_terminal(*argv, "--quiet", cwd=tmp_path, data_dir=data_dir) == ""

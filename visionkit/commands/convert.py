@@ -33,7 +33,16 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--classes", nargs="*", help="voc: class list and order (default: names found)")  # fmt: skip
     parser.add_argument("--output", type=Path, required=True, help="COCO file, or YOLO dataset folder")  # fmt: skip
     parser.add_argument("--on-bad", choices=["error", "skip"], default="error")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (none unless stderr is a terminal)")  # fmt: skip
     args = parser.parse_args(list(argv))
+    from visionkit.progress import shown
+
+    with shown(not args.quiet):
+        return convert(args)
+
+
+def convert(args: argparse.Namespace) -> int:
+    """The conversion ``args`` ask for; prints what was written."""
     if (args.source, args.target) not in ROUTES:
         raise ConfigError(f"convert: {args.source} -> {args.target} is not supported; routes: {sorted(ROUTES)}")  # fmt: skip
     from visionkit.data.datasets.coco import index_coco, index_to_coco, load_coco
@@ -102,7 +111,11 @@ def _read(args: argparse.Namespace, report) -> tuple[dict, dict, Path, Path]:
                 f"convert voc: no annotation files in {folder} (split list {listing})"
             )
         masks = root / args.masks if args.masks else None
-        data, places = read_voc(files, args.classes, report, masks_dir=masks)
+        from visionkit.data.datasets.voc import parse_xml
+        from visionkit.progress import track
+
+        parsed = [parse_xml(p, report) for p in track(files, "reading VOC annotations")]
+        data, places = read_voc(files, args.classes, report, parsed=parsed, masks_dir=masks)
         return data, places, root / "JPEGImages", folder
     from visionkit.data.datasets.yolo import read_names, read_yolo
 

@@ -41,7 +41,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         shapes = [(size, size), (size * 3 // 4, size), (size, size * 5 // 4)]
         items = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes[:count]]
     path = Path(cfg.output) if cfg.get("output") else out / f"model{export.FORMATS[fmt]}"
-    report = export.export(task, fmt, path, items)
+    from visionkit.progress import shown, status
+
+    with shown(bool(cfg.get("progress", True))), status(f"export: writing {path} and checking it on {len(items)} images"):  # fmt: skip
+        report = export.export(task, fmt, path, items)
     keys = [k for k in report if k.startswith("max_abs")]
     print(f"export: {path} ({fmt}); check on {report['images']} images passed: " + ", ".join(f"{k} {report[k]:.3g}" for k in keys))  # fmt: skip
     return report

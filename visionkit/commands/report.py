@@ -103,8 +103,11 @@ def sweep_settings(root: Path) -> Sweep:
 
 def find_jobs(root: Path, objective: str | None) -> list[Job]:
     """Every job directory under ``root`` (one with ``.hydra/overrides.yaml``), by job number."""
+    from visionkit.progress import track
+
     jobs = []
-    for overrides in root.glob("*/.hydra/overrides.yaml"):
+    found = sorted(root.glob("*/.hydra/overrides.yaml"))
+    for overrides in track(found, f"reading {len(found)} jobs"):
         path = overrides.parent.parent
         if not path.name.isdigit():
             continue
@@ -247,7 +250,10 @@ def report(root: Path) -> dict[str, Any]:
         csv.writer(fh).writerows(rows)
     text = markdown(rows, jobs, root, common)
     (root / "report.md").write_text(text)
-    figure = plot(jobs, params, key, sweep.optuna, root / "report.png")
+    from visionkit.progress import status
+
+    with status("drawing report.png"):
+        figure = plot(jobs, params, key, sweep.optuna, root / "report.png")
     return {"jobs": jobs, "best": best, "markdown": text, "figure": figure}
 
 
@@ -257,8 +263,12 @@ def main(argv: Sequence[str]) -> int:
         description="Tabulate a sweep (multirun) directory: report.csv, report.md, report.png.",
     )
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory of a sweep")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (none unless stderr is a terminal)")  # fmt: skip
     args = parser.parse_args(list(argv))
-    found = report(args.sweep_dir)
+    from visionkit.progress import shown
+
+    with shown(not args.quiet):
+        found = report(args.sweep_dir)
     print(found["markdown"], end="")
     for name in ("report.csv", "report.md", *(["report.png"] if found["figure"] else [])):
         print(f"wrote {args.sweep_dir / name}")

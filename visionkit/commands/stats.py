@@ -3,7 +3,7 @@
 Writes ``stats.json`` and ``stats.png`` in the run directory and prints the overrides that
 normalise with the data's own mean and std. Samples are read untransformed (original pixels and
 annotations) in ``data.num_workers`` worker processes, each reduced to a few numbers where it is
-read (:mod:`visionkit.data.statistics`), with a progress bar.
+read (:mod:`visionkit.data.statistics`), with a progress bar on a terminal (``progress=false``: none).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ def _as_is(item: Any) -> Any:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Compute, write and print the statistics of ``cfg.split`` (default: train)."""
-    from rich.progress import track
     from torch.utils.data import DataLoader, Subset
 
     from visionkit.data.statistics import (
@@ -50,6 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         normalisation_overrides,
         plot_statistics,
     )
+    from visionkit.progress import shown, track
 
     out = runner.setup(cfg)
     dm = runner.build_datamodule(cfg)
@@ -67,8 +67,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     stats = DatasetStatistics(task, dm.class_names)
     start = time.perf_counter()
-    for summary in track(loader, total=len(source), description=f"stats: {split} images"):
-        stats.add(summary)
+    with shown(bool(cfg.get("progress", True))):
+        for summary in track(loader, f"stats: {split} images", total=len(source)):
+            stats.add(summary)
     result = {"data": cfg.data.name, "split": split, **stats.result()}
     result["seconds"] = round(time.perf_counter() - start, 3)
     result["overrides"] = normalisation_overrides(result, task)

@@ -168,6 +168,11 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], chunk: int = 256) -> 
 def check_image_files(
     paths: Iterable[Path], verify: str, max_pixels: int | None = None
 ) -> Iterator[ImageCheck]:
-    """:func:`check_image_file` over ``paths`` in parallel, in order."""
+    """:func:`check_image_file` over ``paths`` in parallel, in order (with a progress bar in a
+    command that shows one, :mod:`visionkit.progress`)."""
+    from visionkit.progress import track
+
     check_verify(verify)
-    return parallel_map(lambda p: check_image_file(p, verify, max_pixels), paths)
+    total = len(paths) if isinstance(paths, list | tuple) else None
+    checks = parallel_map(lambda p: check_image_file(p, verify, max_pixels), paths)
+    return iter(track(checks, f"checking images ({verify})", total=total))
