@@ -52,8 +52,8 @@ def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         job.use_stdlib_processes()  # data-loader workers inside joblib's workers
         try:
             if job.in_multirun():  # the next job starts clean; a failure is recorded, and
-                with job.isolated():  # raised for Hydra to mark the job failed: the sweep goes on
-                    return fn(cfg)
+                with job.isolated(), job.as_visionkit_main():  # raised for Hydra to mark the
+                    return fn(cfg)  # job failed: the sweep goes on
             return fn(cfg)
         except Exception as exc:
             if job.in_multirun():

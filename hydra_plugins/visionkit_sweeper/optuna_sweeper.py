@@ -36,9 +36,11 @@ class VisionkitOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        from visionkit.sweep.job import sweep_errors_to_exit
         from visionkit.sweep.optuna_sweeper import run_study
 
-        return run_study(self, arguments)
+        with sweep_errors_to_exit():
+            return run_study(self, arguments)
 
 
 @dataclass

@@ -155,19 +155,3 @@ def test_help_lists_commands_and_does_not_import_torch(cli: CLI) -> None:
 def test_cfg_job_prints_the_composed_config(cli: CLI) -> None:
     proc = cli("--cfg", "job", "model.act=gelu", check=True)
     assert "act: gelu" in proc.stdout and "name: simple_cnn" in proc.stdout
-
-
-def test_multirun_sweeps(cli: CLI, fast: list[str], tmp_path: Path) -> None:
-    proc = cli(
-        "--multirun",
-        "optimizer.lr=0.001,0.003",
-        *fast,
-        "test_after_fit=false",
-        "hydra.sweep.dir=sweep",
-        check=True,
-    )
-    for job in ("0", "1"):
-        results = json.loads((tmp_path / "sweep" / job / "results.json").read_text())
-        assert "val/acc" in results, proc.stdout
-    lrs = {(tmp_path / "sweep" / j / "config.yaml").read_text().count("lr: 0.003") for j in "01"}
-    assert lrs == {0, 1}

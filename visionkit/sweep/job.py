@@ -5,10 +5,12 @@
   run every job again. :func:`export` records the job's own overrides and directory in the
   environment the children inherit, and :func:`ddp_child_argv` turns a child's argv back into
   exactly that one job, whatever the strategy key says.
-- In a joblib worker, :func:`use_stdlib_processes` lets data-loader workers start.
+- In a joblib worker, :func:`use_stdlib_processes` lets data-loader workers start, and
+  :func:`as_visionkit_main` lets Lightning's DDP launcher start its ranks as visionkit.
 - :func:`isolated`: a DDP job leaves no process group nor DDP variables to the next job.
 - A job of a sweep that fails is recorded in its ``results.json`` (``status``, ``error``) and
-  raised to Hydra, which marks it failed: the sweep goes on and the report lists it.
+  raised to Hydra, which marks it failed: the sweep goes on and the report lists it;
+  :func:`sweep_outcome` sums the failures up at the end of a grid sweep.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 JOB_ENV = "VISIONKIT_JOB"
 # what Lightning's DDP launcher sets in the launching process's environment
@@ -81,6 +84,32 @@ def use_stdlib_processes() -> None:
 
 
 @contextmanager
+def as_visionkit_main() -> Iterator[None]:
+    """In a joblib (loky) worker, let Lightning's DDP launcher start ``python -m visionkit``.
+
+    Lightning starts ranks 1..N-1 as ``python -m <__main__'s module> <sys.argv[1:]>``; in a loky
+    worker that is loky's own worker module (``--pipe`` required: the rank dies and Lightning
+    kills the worker). For the job's duration ``__main__`` is presented as ``visionkit.__main__``
+    with no arguments; the rank then runs exactly this job (:func:`ddp_child_argv`).
+    """
+    import importlib.util
+
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    if spec is None or not spec.name.startswith("joblib."):
+        yield
+        return
+    saved = sys.argv
+    __main__.__spec__ = importlib.util.find_spec("visionkit.__main__")
+    sys.argv = [saved[0]]
+    try:
+        yield
+    finally:
+        __main__.__spec__, sys.argv = spec, saved
+
+
+@contextmanager
 def isolated() -> Iterator[None]:
     """Leave nothing of one job's DDP to the next job of the sweep in the same process.
 
@@ -112,8 +141,8 @@ def status_of(exc: BaseException) -> str:
 
 
 def record_failure(exc: BaseException) -> Path | None:
-    """Write the job's ``status`` and ``error`` into its ``results.json`` (rank zero); the
-    traceback goes to the job's log (``<job dir>/<job name>.log``)."""
+    """Write the job's ``status`` and ``error`` into its ``results.json`` (rank zero); the console
+    gets one line, the job's log file (``<job dir>/<job name>.log``) the traceback too."""
     from hydra.core.hydra_config import HydraConfig
 
     from visionkit.runner import write_results
@@ -123,5 +152,53 @@ def record_failure(exc: BaseException) -> Path | None:
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     error = f"{type(exc).__name__}: {exc}".strip()
-    logging.getLogger(__name__).error("job %s", status_of(exc), exc_info=exc)
+    logger = logging.getLogger(__name__)
+    logger.error("job %s: %s", status_of(exc), error)
+    trace = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "traceback of the job's error", (), (type(exc), exc, exc.__traceback__))  # fmt: skip
+    for handler in logging.getLogger().handlers:  # Hydra's job logging: console and file
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(trace)
     return write_results(out, {"status": status_of(exc), "error": error})
+
+
+def failure_of(job_return: Any) -> BaseException | None:
+    """The exception of a failed Hydra job (a ``JobReturn``), or None when it completed."""
+    if getattr(job_return.status, "name", "") != "FAILED":
+        return None
+    return job_return._return_value  # the dataclass field: `return_value` would re-raise it
+
+
+def sweep_outcome(returns: Sequence[Any], sweep_dir: Path) -> None:
+    """Log which jobs of a finished sweep failed, with their errors; a ConfigError when all did.
+
+    A failed job is a finished job with a recorded error (``results.json``), not the end of the
+    sweep: ``python -m visionkit report <sweep dir>`` tabulates it beside the others.
+    """
+    from visionkit.errors import ConfigError
+
+    log = logging.getLogger(__name__)
+    failed = []
+    for number, job_return in enumerate(returns):
+        exc = failure_of(job_return)
+        if exc is not None:
+            num = job_return.hydra_cfg.hydra.job.num if job_return.hydra_cfg else number
+            failed.append(f"job {num} ({' '.join(job_return.overrides or [])}): {type(exc).__name__}: {exc}")  # fmt: skip
+    if not failed:
+        return
+    summary = f"{len(failed)} of {len(returns)} jobs failed (their results.json hold the error)"
+    if len(failed) == len(returns):
+        raise ConfigError(f"every job of the sweep in {sweep_dir} failed; first: {failed[0]}")
+    log.warning("%s; `python -m visionkit report %s` tabulates the sweep:\n  %s", summary, sweep_dir, "\n  ".join(failed))  # fmt: skip
+
+
+@contextmanager
+def sweep_errors_to_exit() -> Iterator[None]:
+    """A user error raised by a sweeper itself (not by a job) ends the sweep with one
+    ``error: ...`` line and exit code 2, as the commands do, instead of Hydra's traceback."""
+    from visionkit.errors import VisionkitError, user_message
+
+    try:
+        yield
+    except VisionkitError as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        raise SystemExit(2) from exc
