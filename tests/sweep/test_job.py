@@ -194,3 +194,30 @@ def test_slurm_launcher_config_has_the_usual_keys() -> None:
     assert launcher.partition == "gpu"
     assert launcher.gpus_per_node == launcher.tasks_per_node == 4  # one task per device
     assert launcher.nodes == 1 and launcher.timeout_min > 0 and launcher.mem_gb > 0
+
+
+@pytest.mark.parametrize(
+    ("module", "swapped"),
+    [
+        ("joblib.externals.loky.backend.popen_loky_posix", True),
+        ("submitit.core._submit", True),
+        ("visionkit.__main__", False),
+    ],  # fmt: skip
+)
+def test_a_launchers_worker_is_presented_as_visionkit_for_ddp_ranks(
+    monkeypatch: pytest.MonkeyPatch, module: str, swapped: bool
+) -> None:
+    """Lightning starts rank 1 as ``python -m <__main__.__spec__.name> <sys.argv[1:]>``."""
+    import importlib.machinery
+
+    import __main__
+
+    spec = importlib.machinery.ModuleSpec(module, None)
+    argv = ["worker", "--process-name", "LokyProcess-1", "--pipe", "14"]
+    monkeypatch.setattr(__main__, "__spec__", spec)
+    monkeypatch.setattr(sys, "argv", argv)
+    with job.as_visionkit_main():
+        inside = (__main__.__spec__.name, list(sys.argv))
+    expected = ("visionkit.__main__", ["worker"]) if swapped else (module, argv)
+    assert inside == expected
+    assert __main__.__spec__ is spec and sys.argv is argv  # given back after the job

@@ -85,19 +85,21 @@ def use_stdlib_processes() -> None:
 
 @contextmanager
 def as_visionkit_main() -> Iterator[None]:
-    """In a joblib (loky) worker, let Lightning's DDP launcher start ``python -m visionkit``.
+    """In a launcher's worker process, let Lightning's DDP launcher start ``python -m visionkit``.
 
-    Lightning starts ranks 1..N-1 as ``python -m <__main__'s module> <sys.argv[1:]>``; in a loky
-    worker that is loky's own worker module (``--pipe`` required: the rank dies and Lightning
-    kills the worker). For the job's duration ``__main__`` is presented as ``visionkit.__main__``
-    with no arguments; the rank then runs exactly this job (:func:`ddp_child_argv`).
+    Lightning starts ranks 1..N-1 as ``python -m <__main__'s module> <sys.argv[1:]>``; in a joblib
+    (loky) worker that is loky's own worker module (``--pipe`` required: the rank dies and
+    Lightning kills the worker), in a submitit job submitit's. For the job's duration ``__main__``
+    is presented as ``visionkit.__main__`` with no arguments; the rank then runs exactly this job
+    (:func:`ddp_child_argv`). ``python -m visionkit`` and the ``visionkit`` script are left as
+    they are.
     """
     import importlib.util
 
     import __main__
 
     spec = getattr(__main__, "__spec__", None)
-    if spec is None or not spec.name.startswith("joblib."):
+    if spec is None or spec.name == "visionkit.__main__":
         yield
         return
     saved = sys.argv
