@@ -202,7 +202,7 @@ def test_slurm_launcher_config_has_the_usual_keys() -> None:
         ("joblib.externals.loky.backend.popen_loky_posix", True),
         ("submitit.core._submit", True),
         ("visionkit.__main__", False),
-    ],  # fmt: skip
+    ],
 )
 def test_a_launchers_worker_is_presented_as_visionkit_for_ddp_ranks(
     monkeypatch: pytest.MonkeyPatch, module: str, swapped: bool
