@@ -25,7 +25,6 @@ from visionkit.sweep import optuna_sweeper as sw  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("sweep-optuna")
 TIMEOUT = 600
-SWEEP = "multirun/classification/study"
 
 
 def load(sweep: Path) -> optuna.Study:
@@ -34,28 +33,32 @@ def load(sweep: Path) -> optuna.Study:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> SimpleNamespace:
-    """2 trials in parallel (joblib), then a trial left running (an interruption), then the
-    README's resume command up to 3 trials with an objective that no job logs (a failed trial),
-    then the report."""
+    """The README's plain command (1 trial, in multirun/classification/<date_time>), its joblib
+    command resuming that study up to 3 trials (2 in parallel), then a trial left running (an
+    interruption), then the README's resume command up to 4 trials with an objective that no job
+    logs (a failed trial), then the report."""
     cwd = tmp_path_factory.mktemp("sweep-optuna")
     extra = [*small(write_imagefolder(cwd / "pets")), *FAST_DEFAULT_WORKERS]
-    first = readme_argv("python -m visionkit --multirun hparams_search=classification hydra/launcher=joblib")  # fmt: skip
-    run_cli(*first, *extra, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={SWEEP}",
+    plain = readme_argv("python -m visionkit --multirun hparams_search=classification")
+    assert plain == ["--multirun", "hparams_search=classification"]
+    run_cli(*plain, *extra, "hydra.sweeper.n_trials=1", cwd=cwd, data_dir=data_dir, timeout=TIMEOUT, check=True)  # fmt: skip
+    [root] = (cwd / "multirun" / "classification").iterdir()  # the default sweep directory
+    parallel = readme_argv("python -m visionkit --multirun hparams_search=classification hydra/launcher=joblib")  # fmt: skip
+    run_cli(*parallel, *extra, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={root}",
             cwd=cwd, data_dir=data_dir, timeout=TIMEOUT, check=True)  # fmt: skip
-    root = cwd / SWEEP
-    before = {n: (root / n / "results.json").read_text() for n in "01"}
-    load(root).ask()  # trial 2: left running, as by a killed sweep
-    resume = readme_argv("python -m visionkit --multirun hparams_search=classification hydra.sweep.dir=", date_time="study")  # fmt: skip
-    resumed = run_cli(*resume, *extra, "hydra.sweeper.n_trials=3", "objective=val/nothing",
+    before = {n: (root / n / "results.json").read_text() for n in "012"}
+    load(root).ask()  # trial 3: left running, as by a killed sweep
+    resume = readme_argv("python -m visionkit --multirun hparams_search=classification hydra.sweep.dir=", date_time=root.name)  # fmt: skip
+    resumed = run_cli(*resume, *extra, "hydra.sweeper.n_trials=4", "objective=val/nothing",
                       cwd=cwd, data_dir=data_dir, timeout=TIMEOUT, check=True)  # fmt: skip
-    report = run_cli(*readme_argv("python -m visionkit report", date_time="study"),
+    report = run_cli(*readme_argv("python -m visionkit report", date_time=root.name),
                      cwd=cwd, data_dir=data_dir, timeout=TIMEOUT, check=True)  # fmt: skip
     return SimpleNamespace(root=root, before=before, resumed=resumed, report=report)
 
 
 def test_trials_run_in_parallel_jobs_with_data_loader_workers(sweep: SimpleNamespace) -> None:
     study = load(sweep.root)
-    for trial in study.trials[:2]:
+    for trial in study.trials[:3]:  # 0: the plain command; 1, 2: in parallel (joblib)
         assert trial.state == optuna.trial.TrialState.COMPLETE
         job = sweep.root / str(trial.number)
         results = json.loads((job / "results.json").read_text())
@@ -73,39 +76,39 @@ def test_trials_run_in_parallel_jobs_with_data_loader_workers(sweep: SimpleNames
 def test_resume_keeps_finished_trials_and_counts_the_interrupted_one_out(sweep: SimpleNamespace) -> None:  # fmt: skip
     study = load(sweep.root)
     states = [t.state.name for t in study.trials]
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]  # 2: interrupted, 3: the new trial
-    assert study.user_attrs["interrupted"] == [2]
-    assert not (sweep.root / "2").exists()
+    assert states == ["COMPLETE"] * 3 + ["FAIL", "FAIL"]  # 3: interrupted, 4: the new trial
+    assert study.user_attrs["interrupted"] == [3]
+    assert not (sweep.root / "3").exists()
     for num, text in sweep.before.items():
         assert (sweep.root / num / "results.json").read_text() == text
-    assert "resuming study 'visionkit': 2 trials done, 1 interrupted" in sweep.resumed.stdout + sweep.resumed.stderr  # fmt: skip
+    assert "resuming study 'visionkit': 3 trials done, 1 interrupted" in sweep.resumed.stdout + sweep.resumed.stderr  # fmt: skip
 
 
 def test_a_failed_trial_is_told_with_its_error_and_the_sweep_goes_on(sweep: SimpleNamespace) -> None:  # fmt: skip
-    failed = load(sweep.root).trials[3]
+    failed = load(sweep.root).trials[4]
     assert "objective 'val/nothing' is not a logged metric; logged:" in failed.user_attrs["error"]
-    results = json.loads((sweep.root / "3" / "results.json").read_text())
+    results = json.loads((sweep.root / "4" / "results.json").read_text())
     assert results["status"] == "failed"
     assert results["error"].startswith(
         "ConfigError: objective 'val/nothing' is not a logged metric"
     )
     summary = OmegaConf.load(sweep.root / "optimization_results.yaml")
-    assert summary.trials.complete == 2 and summary.trials.fail == 2
-    assert summary.best_value == max(t.value for t in load(sweep.root).trials[:2])
+    assert summary.trials.complete == 3 and summary.trials.fail == 2
+    assert summary.best_value == max(t.value for t in load(sweep.root).trials[:3])
 
 
 def test_report_tabulates_the_study(sweep: SimpleNamespace) -> None:
     study = load(sweep.root)
     rows = list(csv.DictReader((sweep.root / "report.csv").open()))
-    assert [r["job"] for r in rows] == ["0", "1", "3"]
-    assert [r["status"] for r in rows] == ["completed", "completed", "failed"]
+    assert [r["job"] for r in rows] == ["0", "1", "2", "4"]
+    assert [r["status"] for r in rows] == ["completed", "completed", "completed", "failed"]
     best = [r for r in rows if r["best"] == "*"]
     assert len(best) == 1 and int(best[0]["job"]) == study.best_trial.number
     assert float(best[0]["objective (val/acc)"]) == pytest.approx(study.best_value, rel=1e-5)
     assert {"optimizer.lr", "model.norm", "model.act", "optimizer.weight_decay"} <= set(rows[0])
     assert rows[0]["model.norm"] == study.trials[0].params["model.norm"]
     markdown = (sweep.root / "report.md").read_text()
-    assert "- job 3 (failed): ConfigError: objective 'val/nothing'" in markdown
+    assert "- job 4 (failed): ConfigError: objective 'val/nothing'" in markdown
     assert markdown in sweep.report.stdout
     assert (sweep.root / "report.png").read_bytes()[:4] == b"\x89PNG"
 
