@@ -82,15 +82,12 @@ def main() -> None:
         print(
             f"[{time.perf_counter() - start:.0f} s] pretrained: val mAP@0.5 {pre_curve}", flush=True
         )
-        ckpt, backbone_only = f"{tmp}/pre.ckpt", f"{tmp}/backbone.pth"
+        ckpt = f"{tmp}/pre.ckpt"
         torch.save({"state_dict": pre.state_dict(), "hyper_parameters": dict(pre.hparams), "visionkit": {"task": "detection", "version": "bench"}}, ckpt)  # fmt: skip
-        # a plain state dict of the backbone: a visionkit checkpoint of the same task and classes
-        # given to model.backbone.pretrained would fill the neck and head too
-        torch.save(pre.backbone.state_dict(), backbone_only)
         target = shapes(tmp, num_train=100, num_val=50, num_test=10, seed=1, max_rotation=90.0, min_size=0.08, max_size=0.2)  # fmt: skip
         variants = {
             "whole model (model.pretrained)": {**MODEL, "pretrained": ckpt},
-            "backbone only (model.backbone.pretrained)": {**MODEL, "backbone": {**MODEL["backbone"], "pretrained": backbone_only}},
+            "backbone only (model.backbone.pretrained)": {**MODEL, "backbone": {**MODEL["backbone"], "pretrained": ckpt}},
             "from scratch": MODEL,
         }  # fmt: skip
         curves = {}
