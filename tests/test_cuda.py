@@ -10,12 +10,35 @@ import pytest
 import torch
 
 from tests.conftest import CLI
-from tests.tasks.test_cli_tasks import TINY, extra
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
+TINY = [
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=2",
+    "++trainer.limit_val_batches=1",
+    "++trainer.limit_test_batches=1",
+    "trainer.accelerator=cpu",
+    "callbacks.progress=null",
+    "data.num_workers=0",
+    "data.image_size=48",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.batch_size=4",
+    "model.backbone.channels=[8,8,16,16]",
+]
+
+
+def extra(task: str) -> list[str]:
+    """A small detector (FPN and box head widths) for the R-CNN tasks."""
+    if task == "semantic_segmentation":
+        return []
+    return ["model.neck.out_channels=16", "model.head.representation_size=32"]
+
+
 GPU = [a for a in TINY if not a.startswith("trainer.accelerator=")] + ["trainer.accelerator=gpu"]
 TASKS = ("classification", "semantic_segmentation", "detection", "instance_segmentation")
 

@@ -7,7 +7,8 @@ Each (task, format) pair trains once: with the README's own-data command exactly
 placeholder root replaced by the data written here, the FAST overrides appended) where the README
 has one, else with a small model. `test`, `predict` and `browse` then run on that run's checkpoint.
 On COCO, the test mAP in results.json must equal pycocotools' COCOeval run here on the written
-detections.json. shapes is covered by tests/tasks/test_cli_tasks.py.
+detections.json. Each training run also leaves the error analysis, learning curves and overlays a
+user looks at; and `test` on 2 gloo processes gives the same detections as on one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import json
 import re
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from tests.conftest import FAST, ROOT, run_cli
 CATEGORIES = {12: "cow", 3: "ant", 7: "bee"}  # listed out of order, ids with gaps
 COLOURS = {3: (220, 40, 40), 7: (40, 200, 40), 12: (40, 60, 230)}
 MODES = ("RGB", "L", "RGBA", "P")
-COUNTS = {"train": 8, "val": 4, "test": 6}
+COUNTS = {"train": 8, "val": 4, "test": 7}  # 7 test images: 2 ranks pad one
 PLACEHOLDERS = {"/data/mycoco": "coco", "/data/pets": "imagefolder", "/data/roads": "masks"}
 PAIRS = [
     ("classification", "coco"),
@@ -63,6 +65,23 @@ ONE_PER_FORMAT = [("classification", "imagefolder"), ("classification", "digits"
 STATS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
          "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")  # fmt: skip
 TIMEOUT = 600
+# after test: error analysis in results.json and its pictures (visionkit.evaluation.error_analysis)
+ANALYSIS = {
+    "semantic_segmentation": (
+        ["test/pixel_confusion"],
+        ["iou_per_class_test.png", "pixel_confusion_test.png"],
+    ),
+    "detection": (
+        ["test/per_class_ap", "test/confusion"],
+        ["pr_curves_test.png", "detection_confusion_test.png"],
+    ),
+    "instance_segmentation": (
+        ["test/per_class_ap", "test/confusion"],
+        ["pr_curves_bbox_test.png", "pr_curves_segm_test.png", "detection_confusion_test.png"],
+    ),
+}
+MONITORED = {"classification": "acc", "semantic_segmentation": "mIoU", "detection": "map_50",
+             "instance_segmentation": "segm_map_50"}  # fmt: skip
 
 
 # -- the data, in each real format ---------------------------------------------------------------
@@ -344,6 +363,38 @@ def test_train(chains: dict, pair: tuple[str, str]) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
     config = (run / "config.yaml").read_text()
     assert f"name: {chain.fmt}" in config and f"name: {chain.task}" in config
+    # what a user looks at after training: learning curves with the task's own training metric
+    # and a diagnosis
+    assert (run / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert results["learning_curves"]["train_metric"][0] is not None
+    assert results["diagnosis"]["metric"] == MONITORED[chain.task]
+    if chain.task in ANALYSIS:  # the others: overlays of validation images, error analysis
+        overlays = sorted((run / "overlays").glob("epoch000_*.png"))
+        assert overlays and overlays[0].read_bytes()[:4] == b"\x89PNG"
+        assert_error_analysis(run, results, chain.task)
+    else:
+        assert (run / "confusion_matrix_test.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def assert_error_analysis(run: Path, results: dict, task: str) -> None:
+    """The error analysis's pictures exist and its tables are the terms of the test metrics: the
+    pixel confusion gives the per-class IoUs; the per-class APs average to the test mAP."""
+    keys, pictures = ANALYSIS[task]
+    assert set(keys) <= set(results), sorted(results)
+    for name in pictures:
+        assert (run / name).read_bytes()[:4] == b"\x89PNG", name
+    assert {str(run / name) for name in pictures} <= set(results["figures"])
+    if task == "semantic_segmentation":
+        pixels = results["test/pixel_confusion"]
+        matrix = np.array(pixels["matrix"], dtype=float)
+        union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+        iou = {n: (None if u == 0 else float(tp / u)) for n, tp, u in zip(pixels["labels"], np.diag(matrix), union, strict=True)}  # fmt: skip
+        assert iou == pytest.approx(results["test/per_class_iou"])
+        return
+    table = results["test/per_class_ap"] if task == "detection" else results["test/per_class_ap"]["bbox"]  # fmt: skip
+    aps = [row["ap"] for row in table.values() if row["ap"] is not None]
+    assert np.mean(aps) == pytest.approx(results["test/map" if task == "detection" else "test/bbox_map"], abs=1e-6)  # fmt: skip
+    assert set(table) == set(results["test/confusion"]["labels"][:-1])
 
 
 @pytest.mark.parametrize("pair", pairs(among=ONE_PER_TASK))
@@ -418,6 +469,24 @@ def test_coco_map_equals_pycocotools_on_detections_json(chains: dict, pair: tupl
         oracle = coco_stats(gt_file, found, iou_type)
         assert max(oracle) > 0.1, oracle  # not an agreement of zeros
         assert [ours[f"{prefix}{name}"] for name in STATS] == pytest.approx(oracle, abs=1e-4)
+
+
+@pytest.mark.parametrize("pair", pairs(among=[("detection", "coco")]))
+def test_ddp_test_gathers_every_image_once(chains: dict, pair: tuple[str, str]) -> None:
+    """`test` on 2 gloo processes: detections of both ranks in one file, the sampler's padding
+    (7 images on 2 ranks) removed, and the same detections and mAP as on one process."""
+    chain = chains[pair]
+    # one image per batch: an image's detections do not depend on the others padded beside it
+    args = ["test", f"ckpt_path={chain.ckpt()}", *chain.data_args(), *FAST, "trainer.limit_test_batches=1.0", "data.batch_size=1"]  # fmt: skip
+    outputs = []
+    for step, devices in (("test_one", []), ("test_ddp", ["trainer.devices=2", "trainer.strategy=ddp"])):  # fmt: skip
+        out = chain.step(step, *args, *devices)
+        outputs.append((json.loads((out / "results.json").read_text()), json.loads((out / "detections.json").read_text())))  # fmt: skip
+    (single, single_dets), (ddp, ddp_dets) = outputs
+    per_image = [sorted(Counter(d["image_id"] for d in dets).items()) for dets in (single_dets, ddp_dets)]  # fmt: skip
+    assert per_image[0] == per_image[1] and single_dets
+    assert len(json.loads(Path(ddp["test/ground_truth"]).read_text())["images"]) == COUNTS["test"]
+    assert ddp["test/map"] == pytest.approx(single["test/map"], abs=1e-4)
 
 
 @pytest.mark.parametrize("pair", pairs(among=ONE_PER_TASK))

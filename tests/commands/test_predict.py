@@ -154,3 +154,9 @@ def test_find_images_searches_sub_folders_unless_told_not_to(tmp_path: Path) -> 
     only_sub = write_tree(tmp_path / "only_sub", {"inner/z.png": (8, 8)})
     with pytest.raises(ConfigError, match="recursive=false"):
         find_images(only_sub, recursive=False)
+
+
+def test_predict_needs_an_input(cli, tmp_path: Path) -> None:
+    proc = cli("predict", "ckpt_path=missing.ckpt", f"input={tmp_path / 'nothing'}")
+    assert proc.returncode != 0
+    assert "input" in proc.stderr and "Traceback" not in proc.stderr
