@@ -37,6 +37,7 @@ from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.swa_utils import AveragedModel
 
+from visionkit.distributed import broadcast_tensors
 from visionkit.errors import ConfigError
 
 
@@ -132,13 +133,8 @@ class EMA(WeightAveraging):
         """Under DDP, every rank takes rank 0's average (BatchNorm buffers differ per rank)."""
         if trainer.world_size < 2 or self._average_model is None:
             return
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
         module = self._average_model
-        for tensor in itertools.chain(module.parameters(), module.buffers()):
-            dist.broadcast(tensor.data, src=0)
+        broadcast_tensors(itertools.chain(module.parameters(), module.buffers()), src=0)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_load_checkpoint(

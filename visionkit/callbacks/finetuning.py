@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from visionkit.distributed import ddp_wrapper
 from visionkit.errors import ConfigError
 from visionkit.lightning_compat import rewrap_ddp
 
@@ -158,19 +159,12 @@ class FinetuneSchedule(pl.Callback):
                 self.lr_factors[name] = factor
 
     # -- DDP ------------------------------------------------------------------------------
-    @staticmethod
-    def _ddp(trainer: pl.Trainer) -> Any:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = getattr(trainer.strategy, "model", None)
-        return model if isinstance(model, DistributedDataParallel) else None
-
     def _trainable_ids(self, module: nn.Module) -> frozenset[int]:
         return frozenset(id(p) for p in module.parameters() if p.requires_grad)
 
     def _rewrap_ddp(self, trainer: pl.Trainer) -> None:
         """Re-wrap the module in DDP when the trainable set differs from the wrapped one."""
-        ddp = self._ddp(trainer)
+        ddp = ddp_wrapper(trainer)
         if ddp is None:
             return
         module = ddp.module
@@ -199,7 +193,7 @@ class FinetuneSchedule(pl.Callback):
         pl_module.finetune_report = self.report
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        ddp = self._ddp(trainer)
+        ddp = ddp_wrapper(trainer)
         if ddp is not None:
             self._wrapped = self._trainable_ids(ddp.module)
 
