@@ -60,6 +60,12 @@ class CocoDataModule(VisionDataModule):
             json.dump(data, file)
         return path
 
+    def image_sizes(self, split: str) -> dict[int, tuple[int, int]]:
+        """``{image_id: (height, width)}`` of the split's validated images (the evaluator undoes
+        evaluation resizes with them); empty when the split is absent."""
+        index = self.indexes.get(split)
+        return {} if index is None else {r.id: (r.height, r.width) for r in index.records}
+
     def image_dir(self, split: str) -> Path:
         return self.data_root() / self.images_template.format(split=split)
 
