@@ -23,18 +23,29 @@ def test_evaluator_undoes_resizes_writes_files_and_equals_pycocotools(tmp_path: 
     ev.reset("test", None, None)
     # image 5: 40x60 original seen at 20x30 (sizes known only when a COCO file exists: none here)
     images = [torch.zeros(3, 20, 30), torch.zeros(3, 16, 16)]
+    t = torch.tensor
     targets = [
-        {"image_id": torch.tensor(5), "boxes": torch.tensor([[2.0, 2.0, 10.0, 12.0]]), "labels": torch.tensor([1])},  # fmt: skip
-        {"image_id": torch.tensor(7), "boxes": torch.tensor([[1.0, 1.0, 8.0, 8.0], [9.0, 9.0, 15.0, 15.0]]), "labels": torch.tensor([0, 1])},  # fmt: skip
+        {"image_id": t(5), "boxes": t([[2.0, 2.0, 10.0, 12.0]]), "labels": t([1])},
+        {
+            "image_id": t(7),
+            "boxes": t([[1.0, 1.0, 8.0, 8.0], [9.0, 9.0, 15.0, 15.0]]),
+            "labels": t([0, 1]),
+        },
     ]
     preds = [
-        {"boxes": torch.tensor([[2.0, 2.0, 10.0, 12.0]]), "labels": torch.tensor([1]), "scores": torch.tensor([0.9])},  # fmt: skip
-        {"boxes": torch.tensor([[1.0, 1.0, 8.0, 9.0], [0.0, 0.0, 4.0, 4.0]]), "labels": torch.tensor([0, 0]), "scores": torch.tensor([0.8, 0.3])},  # fmt: skip
+        {"boxes": t([[2.0, 2.0, 10.0, 12.0]]), "labels": t([1]), "scores": t([0.9])},
+        {
+            "boxes": t([[1.0, 1.0, 8.0, 9.0], [0.0, 0.0, 4.0, 4.0]]),
+            "labels": t([0, 0]),
+            "scores": t([0.8, 0.3]),
+        },
     ]
     ev.process(images, preds, targets)
     summary = ev.evaluate()
     gt_file, det_file = Path(summary["ground_truth"]), Path(summary["detections"])
-    assert gt_file == tmp_path / "ground_truth_test.json" and det_file == tmp_path / "detections.json"
+    assert (
+        gt_file == tmp_path / "ground_truth_test.json" and det_file == tmp_path / "detections.json"
+    )
     records = json.loads(det_file.read_text())
     assert [(r["image_id"], r["category_id"]) for r in records] == [(5, 9), (7, 3), (7, 3)]
     assert summary["evaluated_images"] == 2 and summary["all_images"]

@@ -190,7 +190,6 @@ class FinetuneSchedule(pl.Callback):
                 )
         pl_module.lr_scales.update(self.lr_scales(pl_module))
         self.phase = self.apply_phase(pl_module, 0)  # before DDP wraps and optimizers exist
-        pl_module.finetune_report = self.report
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         ddp = ddp_wrapper(trainer)
@@ -210,6 +209,11 @@ class FinetuneSchedule(pl.Callback):
         for handle in self._bn_hooks.values():
             handle.remove()
         self._bn_hooks.clear()
+
+    def extra_results(self, stage: str) -> dict[str, Any]:
+        """results.json's ``finetune`` (stage ``run``): the schedule followed (``auto``: its
+        choice and reason)."""
+        return {"finetune": self.report} if stage == "run" else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"phase": list(self.phase or ()), "lr_factors": dict(self.lr_factors), "report": self.report}  # fmt: skip
@@ -311,7 +315,6 @@ class MultiStageProbe(LinearProbe):
 def use_multi_stage_head(task: Any, stages: list[int] | None, verbose: bool = True) -> None:
     """Give ``task`` a ``multi_stage`` head (unless it has one) and record it in its model spec."""
     from visionkit.models.heads.multi_stage import MultiStageHead
-    from visionkit.registries import HEADS
 
     if isinstance(task.head, MultiStageHead):
         return
@@ -319,8 +322,7 @@ def use_multi_stage_head(task: Any, stages: list[int] | None, verbose: bool = Tr
     if stages is not None:
         spec["stages"] = list(stages)
     old = task.hparams["model"].get("head")
-    task.head = HEADS.build(spec, task.feature_info, task.num_classes)
-    task.hparams["model"]["head"] = spec
+    task.replace_head(spec)
     if verbose:
         print(f"finetune: head {old!r} replaced by {spec!r} (multi-stage linear probe)")
 
@@ -340,6 +342,5 @@ class Evaluate(FinetuneSchedule):
                     f"trainer.min_epochs={trainer.min_epochs} or trainer.min_steps={trainer.min_steps}"
                 )
             trainer.should_stop = True  # min_epochs is 0: the fit loop stops before epoch 0
-            pl_module.finetune_report = self.report
             if self.verbose and trainer.is_global_zero:
                 print("finetune 'evaluate': no training; the pretrained model is evaluated as is")

@@ -134,6 +134,11 @@ class BaseTask(pl.LightningModule):
         """Build the head from HEADS; tasks with extra head arguments override this."""
         return HEADS.build(spec, feature_info, num_classes)
 
+    def replace_head(self, spec: Any) -> None:
+        """A new head from ``spec``, recorded in the saved model spec (checkpoints rebuild it)."""
+        self.head = self.build_head(spec, self.feature_info, self.num_classes)
+        self.hparams["model"]["head"] = plain(spec)
+
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Backbone features, passed through the neck when there is one."""
         feats = self.backbone(images)
@@ -315,7 +320,10 @@ class BaseTask(pl.LightningModule):
 
     # -- results -----------------------------------------------------------------------------
     def extra_results(self, stage: str) -> dict[str, Any]:
-        """Values for results.json beyond the logged scalars (per-class IoU, file paths, ...)."""
+        """Values for results.json beyond the logged scalars (per-class IoU, file paths, ...);
+        stage ``run``: what ``model.pretrained`` loaded (``pretrained``). Subclasses extend it."""
+        if stage == "run" and self.pretrained_results:
+            return {"pretrained": self.pretrained_results}
         return {}
 
     def save_figures(self, stage: str, output_dir: str) -> list[str]:

@@ -149,7 +149,7 @@ class DetectionTask(BaseTask):
     def extra_results(self, stage: str) -> dict[str, Any]:
         """Test: paths of detections.json and the ground truth, number of images evaluated."""
         if stage != "test" or not self.test_summary:
-            return {}
+            return super().extra_results(stage)
         s = self.test_summary
         return {
             "test/detections": s["detections"],

@@ -107,14 +107,15 @@ class SemanticSegmentationTask(BaseTask):
 
     def extra_results(self, stage: str) -> dict[str, Any]:
         """``<stage>/per_class_iou``: {class name: IoU or null when the class never appeared}."""
+        results = super().extra_results(stage)
         iou = self.last_iou.get(stage)
         if iou is None:
-            return {}
+            return results
         values = {
             name: (None if torch.isnan(v) else float(v))
             for name, v in zip(self.class_names, iou, strict=True)
         }
-        return {f"{stage}/per_class_iou": values}
+        return {**results, f"{stage}/per_class_iou": values}
 
     # -- prediction --------------------------------------------------------------------------
     def export_module(self) -> torch.nn.Module:
