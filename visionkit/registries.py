@@ -34,56 +34,24 @@ def _backbone_check(obj: Any) -> None:
             )
 
 
-LAYERS = Registry(
-    "LAYERS",
-    "(in_channels, out_channels, **kw) -> nn.Module; NCHW in, NCHW out",
-    _module_check("LAYERS"),
-)
-NORMS = Registry(
-    "NORMS", "(num_channels, **kw) -> nn.Module normalising NCHW", _module_check("NORMS")
-)
-ACTIVATIONS = Registry(
-    "ACTIVATIONS",
-    "(**kw) -> nn.Module; class attr/property `channel_multiplier` if it changes C",
-    _module_check("ACTIVATIONS"),
-)
-UPSAMPLERS = Registry(
-    "UPSAMPLERS",
-    "(in_channels, out_channels, scale_factor, **kw) -> nn.Module",
-    _module_check("UPSAMPLERS"),
-)
-BACKBONES = Registry(
-    "BACKBONES",
-    "(**kw) -> nn.Module: forward(x) -> list[Tensor]; .feature_info list[FeatureInfo]; .stages ModuleList input side first",
-    _backbone_check,
-)
-NECKS = Registry(
-    "NECKS",
-    "(feature_info, **kw) -> nn.Module: list[Tensor] -> list[Tensor]; .feature_info of its outputs",
-    _module_check("NECKS"),
-)
-HEADS = Registry(
-    "HEADS",
-    "(feature_info, num_classes, **kw) -> nn.Module: task outputs (see visionkit.models.heads)",
-    _module_check("HEADS"),
-)
-LOSSES = Registry(
-    "LOSSES", "(**kw) -> nn.Module: (outputs, targets) -> scalar Tensor", _module_check("LOSSES")
-)
-TRANSFORMS = Registry(
-    "TRANSFORMS", "(**kw) -> callable on torchvision tv_tensors samples (transforms.v2)"
-)
-DATASETS = Registry(
-    "DATASETS",
-    "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map, preprocessing()",
-)
-TASKS = Registry(
-    "TASKS",
-    "(model, num_classes, class_names, optimizer, scheduler, **kw) -> LightningModule exposing backbone, neck, head",
-)
-CALLBACKS = Registry(
-    "CALLBACKS", "(**kw) -> lightning Callback (finetune schedules, visualisation)"
-)
+def _modules(name: str, contract: str, check: Any = None) -> Registry:
+    """A registry whose builders return an ``nn.Module`` (checked on build)."""
+    return Registry(name, contract, check or _module_check(name))
+
+
+# one line per registry: its name and the callable contract of its entries
+LAYERS = _modules("LAYERS", "(in_channels, out_channels, **kw) -> nn.Module; NCHW in, NCHW out")
+NORMS = _modules("NORMS", "(num_channels, **kw) -> nn.Module normalising NCHW")
+ACTIVATIONS = _modules("ACTIVATIONS", "(**kw) -> nn.Module; class attr/property `channel_multiplier` if it changes C")  # fmt: skip
+UPSAMPLERS = _modules("UPSAMPLERS", "(in_channels, out_channels, scale_factor, **kw) -> nn.Module")
+BACKBONES = _modules("BACKBONES", "(**kw) -> nn.Module: forward(x) -> list[Tensor]; .feature_info list[FeatureInfo]; .stages ModuleList input side first", _backbone_check)  # fmt: skip
+NECKS = _modules("NECKS", "(feature_info, **kw) -> nn.Module: list[Tensor] -> list[Tensor]; .feature_info of its outputs")  # fmt: skip
+HEADS = _modules("HEADS", "(feature_info, num_classes, **kw) -> nn.Module: task outputs (see visionkit.models.heads)")  # fmt: skip
+LOSSES = _modules("LOSSES", "(**kw) -> nn.Module: (outputs, targets) -> scalar Tensor")
+TRANSFORMS = Registry("TRANSFORMS", "(**kw) -> callable on torchvision tv_tensors samples (transforms.v2)")  # fmt: skip
+DATASETS = Registry("DATASETS", "(task, **kw) -> LightningDataModule with num_classes, class_names, label_map, preprocessing()")  # fmt: skip
+TASKS = Registry("TASKS", "(model, num_classes, class_names, optimizer, scheduler, **kw) -> LightningModule exposing backbone, neck, head")  # fmt: skip
+CALLBACKS = Registry("CALLBACKS", "(**kw) -> lightning Callback (finetune schedules, visualisation)")  # fmt: skip
 
 ALL: dict[str, Registry] = {
     reg.name.lower(): reg

@@ -34,6 +34,13 @@ from visionkit.lightning_compat import rewrap_ddp
 BN_POLICIES = ("train", "frozen", "frozen_affine")
 
 
+def at_least(key: str, value: int, minimum: int) -> int:
+    """``value`` of config key ``finetune.<key>``, or a ConfigError when below ``minimum``."""
+    if value < minimum:
+        raise ConfigError(f"finetune.{key} must be >= {minimum}, got {value}")
+    return value
+
+
 def _bn_eval_hook(module: nn.Module, args: Any) -> None:
     """Forward pre-hook: the BatchNorm normalises with (and keeps) its running statistics."""
     module.training = False
@@ -272,9 +279,7 @@ class Partial(FinetuneSchedule):
 
     def __init__(self, stages: int = 1, **options: Any) -> None:
         super().__init__(**options)
-        if stages < 0:
-            raise ConfigError(f"finetune.stages must be >= 0, got {stages}")
-        self.stages = stages
+        self.stages = at_least("stages", stages, 0)
 
     def trainable_stages(self, epoch: int, num_stages: int) -> int:
         return self.stages
@@ -287,9 +292,7 @@ class Gradual(FinetuneSchedule):
 
     def __init__(self, every: int = 1, **options: Any) -> None:
         super().__init__(**options)
-        if every < 1:
-            raise ConfigError(f"finetune.every must be >= 1, got {every}")
-        self.every = every
+        self.every = at_least("every", every, 1)
 
     def trainable_stages(self, epoch: int, num_stages: int) -> int:
         return epoch // self.every

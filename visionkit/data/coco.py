@@ -124,3 +124,14 @@ class CocoDataModule(VisionDataModule):
                 "unlabelled_image_for_classification", f"{ann}: {dropped} images without a label"
             )
         return kept
+
+
+class ConvertedDataModule(CocoDataModule):
+    """Base of the formats read into the COCO structure (voc, yolo; they override ``load_index``):
+    detection and instance segmentation. They have no COCO file: evaluation uses the validated
+    annotations, written as COCO (``ground_truth_file``)."""
+
+    SUPPORTED_TASKS = ("detection", "instance_segmentation")
+
+    def annotation_file(self, split: str) -> Path | None:
+        return None

@@ -15,18 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.coco import CocoDataModule
+from visionkit.data.coco import ConvertedDataModule
 from visionkit.data.datamodule import SPLITS
 from visionkit.data.datasets.coco import CocoIndex, index_coco
 from visionkit.data.datasets.voc import parse_xml, read_voc
 from visionkit.errors import ConfigError
 
 
-class VocDataModule(CocoDataModule):
+class VocDataModule(ConvertedDataModule):
     """Pascal VOC folders; see the module docstring."""
 
     FORMAT = "voc"
-    SUPPORTED_TASKS = ("detection", "instance_segmentation")
 
     def __init__(
         self,
@@ -42,9 +41,6 @@ class VocDataModule(CocoDataModule):
         self.instance_masks = instance_masks
         self.classes = list(classes) if classes else None
         self._parsed: dict[Path, Any] = {}
-
-    def annotation_file(self, split: str) -> Path | None:
-        return None  # no COCO file: evaluation uses the validated annotations written as COCO
 
     def _xml_files(self, split: str) -> list[Path] | None:
         listing = self.data_root() / self.split_list.format(split=split)
