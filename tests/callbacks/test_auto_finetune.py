@@ -7,7 +7,7 @@ import torch
 from finetune_toy import ToyData, make_task, trainer
 from torch import nn
 
-from visionkit.callbacks.advisor import AutoFinetune, bn_domain_distance
+from visionkit.callbacks.auto_finetune import AutoFinetune, bn_domain_distance
 from visionkit.errors import ConfigError
 
 
