@@ -110,7 +110,7 @@ class Detections:
 
     def to_coco(self, image_id: int) -> list[dict[str, Any]]:
         """COCO detection results (xywh boxes, dataset ids, RLE masks)."""
-        from visionkit.evaluation.coco import coco_records
+        from visionkit.evaluation.coco_results import coco_records
 
         return coco_records(image_id, self.boxes, self.labels.tolist(), self.scores, self.masks, self.mask_threshold)  # fmt: skip
 
@@ -142,7 +142,7 @@ class SemanticMap:
 
     def to_coco(self, image_id: int) -> list[dict[str, Any]]:
         """COCO stuff-segmentation results: one RLE per class present."""
-        from visionkit.evaluation.coco import encode_mask
+        from visionkit.evaluation.coco_results import encode_mask
 
         out = []
         for index in torch.unique(self.indices).tolist():

@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         (out / "predictions.json").write_text(json.dumps(labels, indent=1))
         summary["predictions"] = str(out / "predictions.json")
     elif model.task_name in ("detection", "instance_segmentation"):
-        from visionkit.evaluation.coco import write_results
+        from visionkit.evaluation.coco_results import write_results
 
         write_results(out / "detections.json", records)  # atomic, like test's detections.json
         summary["detections"] = str(out / "detections.json")

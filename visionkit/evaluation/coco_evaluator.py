@@ -23,7 +23,7 @@ import torch
 
 from visionkit.data.labels import LabelMap
 from visionkit.distributed import broadcast_object, gather_objects, rank
-from visionkit.evaluation.coco import encode_mask, evaluate, to_coco_results, write_results
+from visionkit.evaluation.coco_results import encode_mask, evaluate, to_coco_results, write_results
 from visionkit.predictions import to_original_size
 
 Target = dict[str, Any]

@@ -17,8 +17,8 @@ import torch
 from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.data.labels import LabelMap
-from visionkit.evaluation.coco import check_backend
 from visionkit.evaluation.coco_evaluator import CocoEvaluator
+from visionkit.evaluation.coco_results import check_backend
 from visionkit.predictions import Detections, to_original_size
 from visionkit.tasks.base import BaseTask
 

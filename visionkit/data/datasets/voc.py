@@ -125,7 +125,7 @@ def _instance_png(path: Path) -> Any:
 
 def _add_mask(ann: dict[str, Any], instances: Any, k: int, path: Path) -> str | None:
     """Put object ``k``'s mask (pixels == k) into ``ann`` as RLE; the reason when impossible."""
-    from visionkit.evaluation.coco import encode_mask
+    from visionkit.evaluation.coco_results import encode_mask
 
     if instances is None:
         return f"instance mask file {path} is missing or unreadable"
