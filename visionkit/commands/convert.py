@@ -36,7 +36,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if (args.source, args.target) not in ROUTES:
         raise ConfigError(f"convert: {args.source} -> {args.target} is not supported; routes: {sorted(ROUTES)}")  # fmt: skip
-    from visionkit.data.datasets.coco import index_coco, index_to_coco, load_coco
+    from visionkit.data.coco.reader import index_coco, index_to_coco, load_coco
     from visionkit.data.validation import BadDataReport
 
     report = BadDataReport(args.on_bad, source=args.source)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.coco import CocoDataModule
+from visionkit.data.coco.datamodule import CocoDataModule
 from visionkit.data.datamodule import DETECTION_TASKS
 from visionkit.data.datasets.shapes import ShapesSpec, ensure_shapes
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.coco import ConvertedDataModule
+from visionkit.data.coco.datamodule import ConvertedDataModule
+from visionkit.data.coco.reader import CocoIndex, index_coco
 from visionkit.data.datamodule import SPLITS
-from visionkit.data.datasets.coco import CocoIndex, index_coco
 from visionkit.data.datasets.voc import parse_xml, read_voc
 from visionkit.errors import ConfigError
 

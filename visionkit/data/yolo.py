@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from visionkit.data.coco import ConvertedDataModule
-from visionkit.data.datasets.coco import CocoIndex, index_coco
+from visionkit.data.coco.datamodule import ConvertedDataModule
+from visionkit.data.coco.reader import CocoIndex, index_coco
 from visionkit.data.datasets.yolo import read_names, read_yolo
 from visionkit.errors import ConfigError
 

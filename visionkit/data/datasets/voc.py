@@ -1,7 +1,7 @@
 """Pascal VOC reader and writer: one XML file per image (``<object>``: name, bndbox, difficult).
 
 Read into COCO structure (``images``/``annotations``/``categories`` plus the place of every image
-and object), validated by :func:`visionkit.data.datasets.coco.index_coco` like a COCO file. VOC
+and object), validated by :func:`visionkit.data.coco.reader.index_coco` like a COCO file. VOC
 boxes are 1-based inclusive pixel indices; as detectron2, ``[xmin - 1, ymin - 1, xmax, ymax]`` is
 the box in pixel-edge coordinates. ``difficult`` objects become COCO ``iscrowd`` regions: not
 trained on, and ignored in evaluation (a detection on them is neither a hit nor a false positive),

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from visionkit.data.coco.reader import CocoDataset, CocoIndex, index_to_coco, load_coco
 from visionkit.data.datamodule import SPLITS, VisionDataModule
-from visionkit.data.datasets.coco import CocoDataset, CocoIndex, index_to_coco, load_coco
 from visionkit.data.labels import LabelMap
 from visionkit.errors import ConfigError
 from visionkit.files import atomic_open
