@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visionkit.data.voc import VocDataModule
+from visionkit.data.voc.datamodule import VocDataModule
 from visionkit.data.yolo import YoloDataModule
 from visionkit.errors import DataError
 

@@ -89,7 +89,7 @@ def _read(args: argparse.Namespace, report) -> tuple[dict, dict, Path, Path]:
     """(COCO data, places, image folder, annotation source) of a VOC or YOLO split."""
     root = args.root
     if args.source == "voc":
-        from visionkit.data.datasets.voc import read_voc
+        from visionkit.data.voc.reader import read_voc
 
         listing = root / "ImageSets" / "Main" / f"{args.split}.txt"
         folder = root / "Annotations"

@@ -11,7 +11,7 @@ DATASETS.register("visionkit.data.coco.datamodule:CocoDataModule", name="coco")
 DATASETS.register("visionkit.data.imagefolder:ImageFolderDataModule", name="imagefolder")
 DATASETS.register("visionkit.data.masks:MasksDataModule", name="masks")
 DATASETS.register("visionkit.data.digits:DigitsDataModule", name="digits")
-DATASETS.register("visionkit.data.voc:VocDataModule", name="voc")
+DATASETS.register("visionkit.data.voc.datamodule:VocDataModule", name="voc")
 DATASETS.register("visionkit.data.yolo:YoloDataModule", name="yolo")
 
 _V2 = "torchvision.transforms.v2"

@@ -1,7 +1,7 @@
 """``voc`` format: Pascal VOC XML per image (``Annotations/``), images in ``JPEGImages/``, split
 lists ``ImageSets/Main/{split}.txt`` (one image stem per line).
 
-Read into the COCO structure and validated as COCO data (:mod:`visionkit.data.datasets.voc`), so
+Read into the COCO structure and validated as COCO data (:mod:`visionkit.data.voc.reader`), so
 label encoding, bad-data rules, augmentation and evaluation are COCO's; ``difficult`` objects are
 COCO ``iscrowd`` regions (ignored in evaluation, not trained on). ``classes`` fixes the class list
 and order (null: the sorted names found in the split lists' files). Instance segmentation reads
@@ -18,7 +18,7 @@ from typing import Any
 from visionkit.data.coco.datamodule import ConvertedDataModule
 from visionkit.data.coco.reader import CocoIndex, index_coco
 from visionkit.data.datamodule import SPLITS
-from visionkit.data.datasets.voc import parse_xml, read_voc
+from visionkit.data.voc.reader import parse_xml, read_voc
 from visionkit.errors import ConfigError
 
 
