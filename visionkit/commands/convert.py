@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
             json.dump(coco, file)
         written = str(args.output)
     else:
-        from visionkit.data.datasets.yolo import write_yolo
+        from visionkit.data.yolo.reader import write_yolo
 
         names = write_yolo(coco, args.output / "labels" / args.split)
         (args.output / "classes.txt").write_text("\n".join(names) + "\n")
@@ -104,7 +104,7 @@ def _read(args: argparse.Namespace, report) -> tuple[dict, dict, Path, Path]:
         masks = root / args.masks if args.masks else None
         data, places = read_voc(files, args.classes, report, masks_dir=masks)
         return data, places, root / "JPEGImages", folder
-    from visionkit.data.datasets.yolo import read_names, read_yolo
+    from visionkit.data.yolo.reader import read_names, read_yolo
 
     images, labels = root / "images" / args.split, root / "labels" / args.split
     if not images.is_dir():

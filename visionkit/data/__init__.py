@@ -12,7 +12,7 @@ DATASETS.register("visionkit.data.imagefolder:ImageFolderDataModule", name="imag
 DATASETS.register("visionkit.data.masks:MasksDataModule", name="masks")
 DATASETS.register("visionkit.data.digits:DigitsDataModule", name="digits")
 DATASETS.register("visionkit.data.voc.datamodule:VocDataModule", name="voc")
-DATASETS.register("visionkit.data.yolo:YoloDataModule", name="yolo")
+DATASETS.register("visionkit.data.yolo.datamodule:YoloDataModule", name="yolo")
 
 _V2 = "torchvision.transforms.v2"
 _OURS = "visionkit.data.transforms"

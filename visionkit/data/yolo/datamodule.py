@@ -3,7 +3,7 @@
 
 Box lines serve detection, polygon lines detection (their bounding box) and instance
 segmentation. Read into the COCO structure and validated as COCO data
-(:mod:`visionkit.data.datasets.yolo`): label encoding, bad-data rules (each problem names the
+(:mod:`visionkit.data.yolo.reader`): label encoding, bad-data rules (each problem names the
 label file and line), augmentation and evaluation are COCO's.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from visionkit.data.coco.datamodule import ConvertedDataModule
 from visionkit.data.coco.reader import CocoIndex, index_coco
-from visionkit.data.datasets.yolo import read_names, read_yolo
+from visionkit.data.yolo.reader import read_names, read_yolo
 from visionkit.errors import ConfigError
 
 
