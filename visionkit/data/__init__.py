@@ -6,7 +6,7 @@ list``) imports neither torch nor pytorch_lightning.
 
 from visionkit.registries import DATASETS, TRANSFORMS
 
-DATASETS.register("visionkit.data.shapes:ShapesDataModule", name="shapes")
+DATASETS.register("visionkit.data.shapes.datamodule:ShapesDataModule", name="shapes")
 DATASETS.register("visionkit.data.coco.datamodule:CocoDataModule", name="coco")
 DATASETS.register("visionkit.data.imagefolder:ImageFolderDataModule", name="imagefolder")
 DATASETS.register("visionkit.data.masks:MasksDataModule", name="masks")
