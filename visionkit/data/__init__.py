@@ -8,8 +8,8 @@ from visionkit.registries import DATASETS, TRANSFORMS
 
 DATASETS.register("visionkit.data.shapes.datamodule:ShapesDataModule", name="shapes")
 DATASETS.register("visionkit.data.coco.datamodule:CocoDataModule", name="coco")
-DATASETS.register("visionkit.data.imagefolder:ImageFolderDataModule", name="imagefolder")
-DATASETS.register("visionkit.data.masks:MasksDataModule", name="masks")
+DATASETS.register("visionkit.data.folders.imagefolder:ImageFolderDataModule", name="imagefolder")
+DATASETS.register("visionkit.data.folders.masks:MasksDataModule", name="masks")
 DATASETS.register("visionkit.data.digits:DigitsDataModule", name="digits")
 DATASETS.register("visionkit.data.voc.datamodule:VocDataModule", name="voc")
 DATASETS.register("visionkit.data.yolo.datamodule:YoloDataModule", name="yolo")

@@ -48,7 +48,7 @@ def class_weights(counts: Any, method: str, beta: float = 0.999) -> list[float]:
 def sample_classes(dataset: Any, task: str) -> list[list[int]]:
     """The class indices present in each sample of ``dataset`` (see the module docstring)."""
     from visionkit.data.coco.reader import CocoDataset
-    from visionkit.data.datasets.folders import ArrayImages, ImageMaskPairs, LabelledFiles
+    from visionkit.data.folders.reader import ArrayImages, ImageMaskPairs, LabelledFiles
 
     own = getattr(dataset, "sample_classes", None)
     if callable(own):
@@ -87,7 +87,7 @@ def class_counts(dataset: Any, task: str, num_classes: int) -> np.ndarray:
                 counts[c] += 1
         return counts
     from visionkit.data.coco.reader import CocoDataset
-    from visionkit.data.datasets.folders import ImageMaskPairs
+    from visionkit.data.folders.reader import ImageMaskPairs
 
     if isinstance(dataset, ImageMaskPairs):
         masks = (dataset.read_mask(path) for _, path in dataset.pairs)
