@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from visionkit.errors import RegistryError
-from visionkit.registry import Registry
+from visionkit.registries.registry import Registry
 
 
 def _module_check(family: str):
