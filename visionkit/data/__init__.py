@@ -1,4 +1,6 @@
-"""Data: datamodules per format (DATASETS), transforms (TRANSFORMS), label encoding.
+"""Data: one folder per format holding its datamodule and reader (``coco/``, ``voc/``, ``yolo/``,
+``shapes/``, ``folders/``; ``digits.py``), on the shared ``datamodule.VisionDataModule``; transforms
+(TRANSFORMS), label encoding, validation, samplers.
 
 Everything is registered lazily (``"module:attr"``), so importing this package (and ``visionkit
 list``) imports neither torch nor pytorch_lightning.
