@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_table
 
-from visionkit.evaluation.coco import encode_mask, evaluate
+from visionkit.evaluation.coco_results import encode_mask, evaluate
 
 DATA_DIR = os.environ.get("VISIONKIT_DATA_DIR", str(Path(__file__).resolve().parents[1] / "data"))
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionkit.callbacks.advisor import bn_domain_distance
+from visionkit.callbacks.auto_finetune import bn_domain_distance
 from visionkit.plugins import load_all
 from visionkit.registries import CALLBACKS, DATASETS, TASKS
 

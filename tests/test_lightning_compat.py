@@ -24,10 +24,19 @@ def test_private_names_exist(target: str, method: str, params: tuple[str, ...]) 
     assert got == params, f"{target}.{method} now takes {got}, not {params}"
 
 
+@pytest.mark.parametrize(("target", "attributes"), lightning_compat.PRIVATE_ATTRIBUTES)
+def test_private_attributes_exist(target: str, attributes: tuple[str, ...]) -> None:
+    module, _, cls_name = target.partition(":")
+    instance = getattr(importlib.import_module(module), cls_name)()
+    missing = [a for a in attributes if not hasattr(instance, a)]
+    assert not missing, f"{target} no longer has {missing}: visionkit.lightning_compat must change"
+
+
 def test_no_other_module_touches_lightning_private_names() -> None:
     """Only lightning_compat calls the private names it isolates; no module reads a private
     attribute of a trainer, strategy or loop, or sets ``fit_loop.max_epochs``."""
     names = "|".join(re.escape(m) for _, m, _ in lightning_compat.PRIVATE_NAMES)
+    names += "".join(f"|{re.escape(a)}" for _, attrs in lightning_compat.PRIVATE_ATTRIBUTES for a in attrs)  # fmt: skip
     pattern = re.compile(
         rf"\.({names})\b|[\"']_trainer[\"']|\b(trainer|strategy|fit_loop|loop)\._[a-z]"
         r"|fit_loop\.max_epochs\s*="

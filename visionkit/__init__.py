@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "Registry": "visionkit.registry",
+    "Registry": "visionkit.registries.registry",
     "VisionkitError": "visionkit.errors",
     "RegistryError": "visionkit.errors",
     "ConfigError": "visionkit.errors",

@@ -159,7 +159,7 @@ def suppliers_record(hparams: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Package and version of each registered part named in ``hparams`` (plain data, for the
     checkpoint): ``[{"family", "name", "package", "version", "keys"}]``."""
     from visionkit.registries import ALL
-    from visionkit.registry import version_of
+    from visionkit.registries.registry import version_of
 
     records: dict[tuple[str, str], dict[str, Any]] = {}
     for key, family, name in _named_parts(hparams):
@@ -194,7 +194,7 @@ def warn_suppliers(info: Mapping[str, Any], path: str | os.PathLike, under: str 
     """Warn (stderr, one line per part) where a part recorded in the checkpoint is now supplied by
     another package or version; ``under`` limits it to parts given under that config key."""
     from visionkit.registries import ALL
-    from visionkit.registry import same_source, supplier_label, version_of
+    from visionkit.registries.registry import same_source, supplier_label, version_of
 
     lines = []
     for record in info.get("suppliers") or []:

@@ -8,6 +8,10 @@ while those hold: the DDP test of tests/callbacks/test_finetuning.py checks the 
   model, and Lightning has no public way to wrap again after a freeze schedule changes that set
   (``DDPStrategy._setup_model`` builds the wrapper, ``_register_ddp_hooks`` re-attaches the
   strategy's communication hooks and model averaging).
+- ``average_of``, ``build_average``, ``averaging_device``, ``last_update_step``,
+  ``set_last_update_step``: Lightning's ``WeightAveraging`` keeps its averaged model, its
+  constructor's options and the step of its last update in private attributes and offers no
+  accessors; visionkit's EMA (a subclass) reads and sets them through these.
 - ``end_ddp_children``: Lightning's DDP launcher starts a ``child-process-observer`` thread
   (``lightning_fabric.strategies.launchers.subprocess_script._ChildProcessObserver``, its
   ``_child_processes`` polled every 5 s) that SIGKILLs its whole process once a child rank exits
@@ -33,6 +37,15 @@ PRIVATE_NAMES = (
 )
 
 
+# (class, private attributes its instances keep state in): what the WeightAveraging accessors use
+PRIVATE_ATTRIBUTES = (
+    (
+        "pytorch_lightning.callbacks:WeightAveraging",
+        ("_average_model", "_device", "_use_buffers", "_kwargs", "_latest_update_step"),
+    ),
+)
+
+
 def rewrap_ddp(strategy: Any, module: nn.Module) -> None:
     """Wrap ``module`` in a fresh DistributedDataParallel for ``strategy`` (a ``DDPStrategy``).
 
@@ -41,6 +54,36 @@ def rewrap_ddp(strategy: Any, module: nn.Module) -> None:
     """
     strategy.model = strategy._setup_model(module)
     strategy._register_ddp_hooks()
+
+
+def average_of(callback: Any) -> Any:
+    """A ``WeightAveraging`` callback's ``AveragedModel`` (None before one is built)."""
+    return callback._average_model
+
+
+def build_average(callback: Any, module: nn.Module) -> Any:
+    """A new ``AveragedModel`` of ``module`` with the callback's constructor options (device,
+    use_buffers, avg_fn, ...), kept as the callback's average; returned."""
+    from torch.optim.swa_utils import AveragedModel
+
+    callback._average_model = AveragedModel(
+        model=module, device=callback._device, use_buffers=callback._use_buffers, **callback._kwargs
+    )
+    return callback._average_model
+
+
+def averaging_device(callback: Any) -> Any:
+    """The device a ``WeightAveraging`` callback keeps its average on (None: the model's)."""
+    return callback._device
+
+
+def last_update_step(callback: Any) -> int:
+    """The ``trainer.global_step`` of a ``WeightAveraging`` callback's last update."""
+    return callback._latest_update_step
+
+
+def set_last_update_step(callback: Any, step: int) -> None:
+    callback._latest_update_step = step
 
 
 OBSERVER = "child-process-observer"

@@ -6,7 +6,7 @@ names a package whose directory holds Hydra config groups; those become selectab
 
 A plugin that fails while loading is reported and leaves none of its parts registered. Two
 packages supplying one name are both kept; config key ``plugins.prefer.<name>=<package>`` (or a
-qualified ``package:name`` where the name is given) chooses, see ``visionkit.registry``.
+qualified ``package:name`` where the name is given) chooses, see ``visionkit.registries.registry``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def load_plugins(strict: bool = False) -> dict[str, str | None]:
 
 def _load_one(ep: EntryPoint) -> str | None:
     """Load one entry point; on failure undo every registration it made and return the error."""
-    from visionkit.registry import recording
+    from visionkit.registries.registry import recording
 
     with recording() as registered:
         try:

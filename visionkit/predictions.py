@@ -17,6 +17,22 @@ import torch
 from visionkit.data.labels import LabelMap
 
 
+def to_original_size(pred: dict[str, Any], size: tuple[int, int], original: tuple[int, int] | None) -> dict[str, Any]:  # fmt: skip
+    """Undo an evaluation resize: detections (boxes xyxy[, masks [M,1,H,W]]) at input ``size``
+    -> the ``original`` (height, width) image's pixels (unchanged when None or equal)."""
+    if original is None or tuple(original) == tuple(size):
+        return pred
+    import torch.nn.functional as F
+
+    (h, w), (oh, ow) = size, original
+    out = dict(pred)
+    scale = pred["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
+    out["boxes"] = pred["boxes"] * scale
+    if "masks" in pred and len(pred["masks"]):
+        out["masks"] = F.interpolate(pred["masks"].float(), size=(oh, ow), mode="bilinear", align_corners=False)  # fmt: skip
+    return out
+
+
 @dataclass
 class Classification:
     """One image's class: ``label`` (name), ``category_id`` (dataset id), ``score``, ``probs`` [K]
@@ -94,7 +110,7 @@ class Detections:
 
     def to_coco(self, image_id: int) -> list[dict[str, Any]]:
         """COCO detection results (xywh boxes, dataset ids, RLE masks)."""
-        from visionkit.evaluation.coco import coco_records
+        from visionkit.evaluation.coco_results import coco_records
 
         return coco_records(image_id, self.boxes, self.labels.tolist(), self.scores, self.masks, self.mask_threshold)  # fmt: skip
 
@@ -126,7 +142,7 @@ class SemanticMap:
 
     def to_coco(self, image_id: int) -> list[dict[str, Any]]:
         """COCO stuff-segmentation results: one RLE per class present."""
-        from visionkit.evaluation.coco import encode_mask
+        from visionkit.evaluation.coco_results import encode_mask
 
         out = []
         for index in torch.unique(self.indices).tolist():

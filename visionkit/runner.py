@@ -150,10 +150,18 @@ def check_optimizer_config(opt_cfg: DictConfig) -> None:
         raise ConfigError(f"{where} is invalid for {target}: {text}") from None
 
 
-def data_results(dm: pl.LightningDataModule) -> dict[str, Any]:
-    """The datamodule's contribution to results.json (what setup skipped and why), if any."""
-    extra = getattr(dm, "extra_results", None)
-    return extra() if callable(extra) else {}
+def contributions(stage: str, *sources: Any) -> dict[str, Any]:
+    """What ``sources`` (the task, callbacks, the datamodule) contribute to results.json for
+    ``stage`` through their one method ``extra_results(stage)``: ``"val"`` (fit's validation:
+    the best epoch's ``val/*``, early stopping), ``"test"`` (file paths, per-class tables) or
+    ``"run"`` (once per run: data skipped, pretrained weights loaded, the finetune schedule).
+    Sources without the method contribute nothing; the commands alone write results.json."""
+    out: dict[str, Any] = {}
+    for source in sources:
+        contribute = getattr(source, "extra_results", None)
+        if callable(contribute):
+            out.update(contribute(stage))
+    return out
 
 
 def build_datamodule(cfg: DictConfig, task_name: str | None = None) -> pl.LightningDataModule:

@@ -452,7 +452,7 @@ def test_coco_map_equals_pycocotools_on_detections_json(chains: dict, pair: tupl
     """The test mAP in results.json = pycocotools' COCOeval on (instances_test.json, detections.json),
     on data with non-contiguous ids, crowd regions, an empty image and L / RGBA / P pictures; and
     visionkit's evaluation (what `test` runs) = COCOeval on the same data where objects are found."""
-    from visionkit.evaluation.coco import evaluate
+    from visionkit.evaluation.coco_results import evaluate
 
     chain = chains[pair]
     out = chain.test()

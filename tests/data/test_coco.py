@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visionkit.data.datasets.coco import ann_to_mask, load_coco
+from visionkit.data.coco.reader import ann_to_mask, load_coco
 from visionkit.data.images import load_image
 from visionkit.data.validation import BadDataReport, BadDataWarning
 from visionkit.errors import DataError
@@ -338,7 +338,7 @@ def test_skip_mode_evaluates_against_the_validated_annotations(tmp_path: Path, f
     import shutil
     import warnings
 
-    from visionkit.data.coco import CocoDataModule
+    from visionkit.data.coco.datamodule import CocoDataModule
 
     root = formats.coco(tmp_path / "coco")
     shutil.copytree(root / "val", root / "test")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionkit.data.datasets.shapes import CATEGORY_IDS, SHAPE_NAMES, ShapesSpec, ensure_shapes
+from visionkit.data.shapes.generator import CATEGORY_IDS, SHAPE_NAMES, ShapesSpec, ensure_shapes
 from visionkit.errors import ConfigError
 
 SPEC = ShapesSpec(image_size=32, num_train=12, num_val=4, num_test=4, seed=3)

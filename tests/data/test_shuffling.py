@@ -40,7 +40,7 @@ def test_lightning_treats_the_train_loader_as_shuffled(tmp_path: Path) -> None:
     from PIL import Image
     from pytorch_lightning.utilities.data import _is_dataloader_shuffled
 
-    from visionkit.data.imagefolder import ImageFolderDataModule
+    from visionkit.data.folders.imagefolder import ImageFolderDataModule
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from visionkit.data.voc import VocDataModule
-from visionkit.data.yolo import YoloDataModule
+from visionkit.data.voc.datamodule import VocDataModule
+from visionkit.data.yolo.datamodule import YoloDataModule
 from visionkit.errors import DataError
 
 W, H = 40, 30

@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 
 from tests.tasks.conftest import write_crafted_coco
 from visionkit.errors import ConfigError, DataError
-from visionkit.evaluation.coco import STAT_NAMES, evaluate, to_coco_results
+from visionkit.evaluation.coco_results import STAT_NAMES, evaluate, to_coco_results
 
 
 def test_to_coco_results_maps_ids_boxes_and_masks() -> None:

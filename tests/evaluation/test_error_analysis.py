@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from visionkit.errors import ConfigError
-from visionkit.evaluation.coco import evaluate
+from visionkit.evaluation.coco_results import evaluate
 from visionkit.evaluation.error_analysis import (
     analyse_detections,
     analyse_semantic,

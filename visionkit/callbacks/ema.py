@@ -37,7 +37,15 @@ from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim.swa_utils import AveragedModel
 
+from visionkit.distributed import broadcast_tensors
 from visionkit.errors import ConfigError
+from visionkit.lightning_compat import (
+    average_of,
+    averaging_device,
+    build_average,
+    last_update_step,
+    set_last_update_step,
+)
 
 
 class _EmaStep:
@@ -96,13 +104,12 @@ class EMA(WeightAveraging):
         pass  # see _ensure_average
 
     def _ensure_average(self, pl_module: pl.LightningModule) -> AveragedModel:
-        if self._average_model is None:
-            self._average_model = AveragedModel(
-                model=pl_module, device=self._device, use_buffers=self._use_buffers, **self._kwargs
-            )
-        elif self._device is None and self._average_model.n_averaged.device != pl_module.device:
-            self._average_model.to(pl_module.device)  # made before the strategy moved the model
-        return self._average_model
+        average = average_of(self)
+        if average is None:
+            return build_average(self, pl_module)
+        if averaging_device(self) is None and average.n_averaged.device != pl_module.device:
+            average.to(pl_module.device)  # made before the strategy moved the model
+        return average
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ensure_average(pl_module)
@@ -113,14 +120,14 @@ class EMA(WeightAveraging):
     ) -> None:  # fmt: skip
         # global_step counts optimizer steps: with gradient accumulation, once per N batches
         step_idx = trainer.global_step - 1
-        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=step_idx):
+        if trainer.global_step > last_update_step(self) and self.should_update(step_idx=step_idx):
             self._step_fn.decay = self.decay_at(self.num_updates)
             self._ensure_average(pl_module).update_parameters(pl_module)
             self.num_updates += 1
-            self._latest_update_step = trainer.global_step
+            set_last_update_step(self, trainer.global_step)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._average_model is not None:
+        if average_of(self) is not None:
             self._sync(trainer)
         super().on_validation_epoch_start(trainer, pl_module)
 
@@ -130,15 +137,10 @@ class EMA(WeightAveraging):
 
     def _sync(self, trainer: pl.Trainer) -> None:
         """Under DDP, every rank takes rank 0's average (BatchNorm buffers differ per rank)."""
-        if trainer.world_size < 2 or self._average_model is None:
+        module = average_of(self)
+        if trainer.world_size < 2 or module is None:
             return
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        module = self._average_model
-        for tensor in itertools.chain(module.parameters(), module.buffers()):
-            dist.broadcast(tensor.data, src=0)
+        broadcast_tensors(itertools.chain(module.parameters(), module.buffers()), src=0)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_load_checkpoint(

@@ -27,10 +27,18 @@ import pytorch_lightning as pl
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from visionkit.distributed import ddp_wrapper
 from visionkit.errors import ConfigError
 from visionkit.lightning_compat import rewrap_ddp
 
 BN_POLICIES = ("train", "frozen", "frozen_affine")
+
+
+def at_least(key: str, value: int, minimum: int) -> int:
+    """``value`` of config key ``finetune.<key>``, or a ConfigError when below ``minimum``."""
+    if value < minimum:
+        raise ConfigError(f"finetune.{key} must be >= {minimum}, got {value}")
+    return value
 
 
 def _bn_eval_hook(module: nn.Module, args: Any) -> None:
@@ -158,19 +166,12 @@ class FinetuneSchedule(pl.Callback):
                 self.lr_factors[name] = factor
 
     # -- DDP ------------------------------------------------------------------------------
-    @staticmethod
-    def _ddp(trainer: pl.Trainer) -> Any:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = getattr(trainer.strategy, "model", None)
-        return model if isinstance(model, DistributedDataParallel) else None
-
     def _trainable_ids(self, module: nn.Module) -> frozenset[int]:
         return frozenset(id(p) for p in module.parameters() if p.requires_grad)
 
     def _rewrap_ddp(self, trainer: pl.Trainer) -> None:
         """Re-wrap the module in DDP when the trainable set differs from the wrapped one."""
-        ddp = self._ddp(trainer)
+        ddp = ddp_wrapper(trainer)
         if ddp is None:
             return
         module = ddp.module
@@ -196,10 +197,9 @@ class FinetuneSchedule(pl.Callback):
                 )
         pl_module.lr_scales.update(self.lr_scales(pl_module))
         self.phase = self.apply_phase(pl_module, 0)  # before DDP wraps and optimizers exist
-        pl_module.finetune_report = self.report
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        ddp = self._ddp(trainer)
+        ddp = ddp_wrapper(trainer)
         if ddp is not None:
             self._wrapped = self._trainable_ids(ddp.module)
 
@@ -216,6 +216,11 @@ class FinetuneSchedule(pl.Callback):
         for handle in self._bn_hooks.values():
             handle.remove()
         self._bn_hooks.clear()
+
+    def extra_results(self, stage: str) -> dict[str, Any]:
+        """results.json's ``finetune`` (stage ``run``): the schedule followed (``auto``: its
+        choice and reason)."""
+        return {"finetune": self.report} if stage == "run" else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"phase": list(self.phase or ()), "lr_factors": dict(self.lr_factors), "report": self.report}  # fmt: skip
@@ -274,9 +279,7 @@ class Partial(FinetuneSchedule):
 
     def __init__(self, stages: int = 1, **options: Any) -> None:
         super().__init__(**options)
-        if stages < 0:
-            raise ConfigError(f"finetune.stages must be >= 0, got {stages}")
-        self.stages = stages
+        self.stages = at_least("stages", stages, 0)
 
     def trainable_stages(self, epoch: int, num_stages: int) -> int:
         return self.stages
@@ -289,9 +292,7 @@ class Gradual(FinetuneSchedule):
 
     def __init__(self, every: int = 1, **options: Any) -> None:
         super().__init__(**options)
-        if every < 1:
-            raise ConfigError(f"finetune.every must be >= 1, got {every}")
-        self.every = every
+        self.every = at_least("every", every, 1)
 
     def trainable_stages(self, epoch: int, num_stages: int) -> int:
         return epoch // self.every
@@ -317,7 +318,6 @@ class MultiStageProbe(LinearProbe):
 def use_multi_stage_head(task: Any, stages: list[int] | None, verbose: bool = True) -> None:
     """Give ``task`` a ``multi_stage`` head (unless it has one) and record it in its model spec."""
     from visionkit.models.heads.multi_stage import MultiStageHead
-    from visionkit.registries import HEADS
 
     if isinstance(task.head, MultiStageHead):
         return
@@ -325,8 +325,7 @@ def use_multi_stage_head(task: Any, stages: list[int] | None, verbose: bool = Tr
     if stages is not None:
         spec["stages"] = list(stages)
     old = task.hparams["model"].get("head")
-    task.head = HEADS.build(spec, task.feature_info, task.num_classes)
-    task.hparams["model"]["head"] = spec
+    task.replace_head(spec)
     if verbose:
         print(f"finetune: head {old!r} replaced by {spec!r} (multi-stage linear probe)")
 
@@ -346,6 +345,5 @@ class Evaluate(FinetuneSchedule):
                     f"trainer.min_epochs={trainer.min_epochs} or trainer.min_steps={trainer.min_steps}"
                 )
             trainer.should_stop = True  # min_epochs is 0: the fit loop stops before epoch 0
-            pl_module.finetune_report = self.report
             if self.verbose and trainer.is_global_zero:
                 print("finetune 'evaluate': no training; the pretrained model is evaluated as is")

@@ -45,7 +45,7 @@ def convert(args: argparse.Namespace) -> int:
     """The conversion ``args`` ask for; prints what was written."""
     if (args.source, args.target) not in ROUTES:
         raise ConfigError(f"convert: {args.source} -> {args.target} is not supported; routes: {sorted(ROUTES)}")  # fmt: skip
-    from visionkit.data.datasets.coco import index_coco, index_to_coco, load_coco
+    from visionkit.data.coco.reader import index_coco, index_to_coco, load_coco
     from visionkit.data.validation import BadDataReport
 
     report = BadDataReport(args.on_bad, source=args.source)
@@ -69,7 +69,7 @@ def convert(args: argparse.Namespace) -> int:
             json.dump(coco, file)
         written = str(args.output)
     else:
-        from visionkit.data.datasets.yolo import write_yolo
+        from visionkit.data.yolo.reader import write_yolo
 
         names = write_yolo(coco, args.output / "labels" / args.split)
         (args.output / "classes.txt").write_text("\n".join(names) + "\n")
@@ -98,7 +98,7 @@ def _read(args: argparse.Namespace, report) -> tuple[dict, dict, Path, Path]:
     """(COCO data, places, image folder, annotation source) of a VOC or YOLO split."""
     root = args.root
     if args.source == "voc":
-        from visionkit.data.datasets.voc import read_voc
+        from visionkit.data.voc.reader import read_voc
 
         listing = root / "ImageSets" / "Main" / f"{args.split}.txt"
         folder = root / "Annotations"
@@ -111,13 +111,13 @@ def _read(args: argparse.Namespace, report) -> tuple[dict, dict, Path, Path]:
                 f"convert voc: no annotation files in {folder} (split list {listing})"
             )
         masks = root / args.masks if args.masks else None
-        from visionkit.data.datasets.voc import parse_xml
+        from visionkit.data.voc.reader import parse_xml
         from visionkit.progress import track
 
         parsed = [parse_xml(p, report) for p in track(files, "reading VOC annotations")]
         data, places = read_voc(files, args.classes, report, parsed=parsed, masks_dir=masks)
         return data, places, root / "JPEGImages", folder
-    from visionkit.data.datasets.yolo import read_names, read_yolo
+    from visionkit.data.yolo.reader import read_names, read_yolo
 
     images, labels = root / "images" / args.split, root / "labels" / args.split
     if not images.is_dir():

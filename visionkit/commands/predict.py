@@ -47,7 +47,7 @@ def find_images(source: str | Path, recursive: bool = True) -> tuple[Path, list[
     """(root, image files sorted by path, files skipped) of ``source``: a file or a folder (with
     its sub-folders when ``recursive``); the images the datamodules accept. Files of run
     directories (a sub-folder holding ``.hydra/``, e.g. an earlier predict's) are skipped too."""
-    from visionkit.data.datasets.folders import IMAGE_EXTENSIONS, list_images
+    from visionkit.data.folders.reader import IMAGE_EXTENSIONS, list_images
 
     path = Path(source).expanduser()
     if path.is_file():
@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         (out / "predictions.json").write_text(json.dumps(labels, indent=1))
         summary["predictions"] = str(out / "predictions.json")
     elif model.task_name in ("detection", "instance_segmentation"):
-        from visionkit.evaluation.coco import write_results
+        from visionkit.evaluation.coco_results import write_results
 
         write_results(out / "detections.json", records)  # atomic, like test's detections.json
         summary["detections"] = str(out / "detections.json")

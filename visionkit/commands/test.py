@@ -25,8 +25,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
     results = runner.scalar_metrics(tested[0] if tested else {})
-    results.update(task.extra_results("test"))
-    results.update(runner.data_results(dm))
+    results.update(runner.contributions("test", task))
+    results.update(runner.contributions("run", task, dm))
     results["checkpoint"] = str(cfg.ckpt_path)
     if tta is not None:
         results["tta"] = tta_results(tta)

@@ -43,10 +43,7 @@ def run(cfg: DictConfig) -> float:
     results: dict[str, Any] = {k: v for k, v in logged.items() if not k.startswith("val/")}
     results.update(last)  # replaced below by the best epoch's, when a callback kept them
     results.update({f"last/{k}": v for k, v in last.items()})
-    for callback in trainer.callbacks:  # callbacks contribute to results.json (BestMetrics: val/*)
-        contribute = getattr(callback, "extra_results", None)
-        if callable(contribute):
-            results.update(contribute("val"))
+    results.update(runner.contributions("val", *trainer.callbacks))  # BestMetrics: the best val/*
     ckpt = runner.checkpoint_callback(trainer)
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     figures = task.save_figures("val", str(out)) if trainer.is_global_zero else []
@@ -62,18 +59,14 @@ def run(cfg: DictConfig) -> float:
         results.update(runner.scalar_metrics(tested[0] if tested else {}))
         if trainer.is_global_zero:
             figures += trainer.lightning_module.save_figures("test", str(out))
-            results.update(trainer.lightning_module.extra_results("test"))
+            results.update(runner.contributions("test", trainer.lightning_module))
             analysis, pictures = runner.error_analysis(trainer.lightning_module, cfg, out)
             results.update(analysis)
             figures += pictures
     if not trainer.is_global_zero:
         return objective_value(cfg, results, strict=in_multirun())
-    results.update(runner.data_results(dm))
-    report = getattr(trainer.lightning_module, "finetune_report", None)
-    if report:  # the schedule followed (for `auto`: its choice and reason)
-        results["finetune"] = report
-    if getattr(task, "pretrained_results", None):  # what model.pretrained kept and re-initialised
-        results["pretrained"] = task.pretrained_results
+    # data skipped, what model.pretrained loaded, the finetune schedule followed
+    results.update(runner.contributions("run", task, *trainer.callbacks, dm))
     results["best_checkpoint"] = best
     if ckpt is not None and ckpt.best_model_score is not None:
         results["best_score"] = {ckpt.monitor: float(ckpt.best_model_score)}

@@ -1,4 +1,6 @@
-"""Data: datamodules per format (DATASETS), transforms (TRANSFORMS), label encoding.
+"""Data: one folder per format holding its datamodule and reader (``coco/``, ``voc/``, ``yolo/``,
+``shapes/``, ``folders/``; ``digits.py``), on the shared ``datamodule.VisionDataModule``; transforms
+(TRANSFORMS), label encoding, validation, samplers.
 
 Everything is registered lazily (``"module:attr"``), so importing this package (and ``visionkit
 list``) imports neither torch nor pytorch_lightning.
@@ -6,13 +8,13 @@ list``) imports neither torch nor pytorch_lightning.
 
 from visionkit.registries import DATASETS, TRANSFORMS
 
-DATASETS.register("visionkit.data.shapes:ShapesDataModule", name="shapes")
-DATASETS.register("visionkit.data.coco:CocoDataModule", name="coco")
-DATASETS.register("visionkit.data.imagefolder:ImageFolderDataModule", name="imagefolder")
-DATASETS.register("visionkit.data.masks:MasksDataModule", name="masks")
+DATASETS.register("visionkit.data.shapes.datamodule:ShapesDataModule", name="shapes")
+DATASETS.register("visionkit.data.coco.datamodule:CocoDataModule", name="coco")
+DATASETS.register("visionkit.data.folders.imagefolder:ImageFolderDataModule", name="imagefolder")
+DATASETS.register("visionkit.data.folders.masks:MasksDataModule", name="masks")
 DATASETS.register("visionkit.data.digits:DigitsDataModule", name="digits")
-DATASETS.register("visionkit.data.voc:VocDataModule", name="voc")
-DATASETS.register("visionkit.data.yolo:YoloDataModule", name="yolo")
+DATASETS.register("visionkit.data.voc.datamodule:VocDataModule", name="voc")
+DATASETS.register("visionkit.data.yolo.datamodule:YoloDataModule", name="yolo")
 
 _V2 = "torchvision.transforms.v2"
 _OURS = "visionkit.data.transforms"

@@ -218,8 +218,11 @@ class VisionDataModule(pl.LightningDataModule):
             )
         return self.root
 
-    def extra_results(self) -> dict[str, Any]:
-        """results.json's ``data`` entry: what setup skipped and noted, by kind (BadDataReport)."""
+    def extra_results(self, stage: str = "run") -> dict[str, Any]:
+        """results.json's ``data`` entry (stage ``run``): what setup skipped and noted, by kind
+        (BadDataReport)."""
+        if stage != "run":
+            return {}
         return {"data": {"format": self.FORMAT, **self.report.to_dict()}}
 
     # -- Lightning hooks -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from visionkit.data.datamodule import SPLITS, VisionDataModule
-from visionkit.data.datasets.folders import ArrayImages, seeded_split
+from visionkit.data.folders.reader import ArrayImages, seeded_split
 from visionkit.data.labels import LabelMap
 from visionkit.errors import ConfigError
 

@@ -47,8 +47,8 @@ def class_weights(counts: Any, method: str, beta: float = 0.999) -> list[float]:
 
 def sample_classes(dataset: Any, task: str) -> list[list[int]]:
     """The class indices present in each sample of ``dataset`` (see the module docstring)."""
-    from visionkit.data.datasets.coco import CocoDataset
-    from visionkit.data.datasets.folders import ArrayImages, ImageMaskPairs, LabelledFiles
+    from visionkit.data.coco.reader import CocoDataset
+    from visionkit.data.folders.reader import ArrayImages, ImageMaskPairs, LabelledFiles
 
     own = getattr(dataset, "sample_classes", None)
     if callable(own):
@@ -86,8 +86,8 @@ def class_counts(dataset: Any, task: str, num_classes: int) -> np.ndarray:
             for c in classes:
                 counts[c] += 1
         return counts
-    from visionkit.data.datasets.coco import CocoDataset
-    from visionkit.data.datasets.folders import ImageMaskPairs
+    from visionkit.data.coco.reader import CocoDataset
+    from visionkit.data.folders.reader import ImageMaskPairs
 
     if isinstance(dataset, ImageMaskPairs):
         masks = (dataset.read_mask(path) for _, path in dataset.pairs)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DistributedSampler
 
+from visionkit import distributed
 from visionkit.data.shuffling import ORDER, epoch_seed
 from visionkit.errors import ConfigError
 
@@ -42,14 +43,8 @@ class _EpochShardedSampler(DistributedSampler):
         self.epoch = int(epoch)
 
     def _placement(self) -> tuple[int, int]:
-        import torch.distributed as dist
-
-        world = self._world
-        if world is None:
-            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        rank = self._rank
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        world = self._world if self._world is not None else distributed.world_size()
+        rank = self._rank if self._rank is not None else distributed.rank()
         return rank, world
 
     def generator(self) -> torch.Generator:

@@ -1,1 +1,2 @@
-"""Evaluation: COCO result export and COCO mAP with a selectable backend."""
+"""Evaluation: COCO results export and COCOeval (coco_results), the detection test evaluator
+(coco_evaluator), and error analysis (per-class AP, confusion matrices, PR curves)."""

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from visionkit.distributed import is_distributed
 from visionkit.errors import ConfigError
 from visionkit.registries import NORMS
 
@@ -36,11 +37,9 @@ class SyncBatchNorm2d(nn.SyncBatchNorm):
         super().__init__(num_channels, eps=eps, momentum=momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1  # fmt: skip
-        if not (self.training and distributed and x.device.type == "cpu"):
+        if not (self.training and is_distributed(self.process_group) and x.device.type == "cpu"):
             return super().forward(x)
+        import torch.distributed as dist
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]

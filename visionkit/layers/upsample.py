@@ -1,5 +1,5 @@
 """UPSAMPLERS ``(in_channels, out_channels, scale_factor, **kw)``: nearest, linear/bilinear/trilinear,
-transposed, unpool (paired with the ``maxpool`` layer), pixel_shuffle.
+transposed, pixel_shuffle; ``unpool`` (paired with the ``maxpool`` layer) is in :mod:`visionkit.layers.pool`.
 
 Interpolating upsamplers add a 1x1 projection only when ``in_channels != out_channels``.
 """
@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionkit.errors import ConfigError
-from visionkit.layers.blocks import MaxPool2dWithIndices, same_channels
 from visionkit.layers.conv import Conv2d
 from visionkit.registries import UPSAMPLERS
 
@@ -102,57 +101,6 @@ class TransposedConv(nn.ConvTranspose2d):
         k = kernel_size if kernel_size is not None else k_default
         p = padding if padding is not None else (p_default if kernel_size is None else 0)
         super().__init__(in_channels, out_channels, k, s, p, output_padding, bias=bias)
-
-
-@UPSAMPLERS.register("unpool", aliases=("maxunpool",))
-class MaxUnpool(nn.Module):
-    """Max-unpooling: each value goes back to where its paired ``maxpool`` found it, zeros elsewhere.
-
-    Pass ``pool=`` the encoder's ``maxpool`` layer (``LAYERS['maxpool']``); ``forward(x)`` then reads
-    its ``last_indices``/``last_input_size``. The pool is referenced, not owned (no duplicate
-    parameters or state). Without a pool, call ``forward(x, indices, output_size)``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int | None = None,
-        scale_factor: int = 2,
-        pool: MaxPool2dWithIndices | None = None,
-        kernel_size: int | None = None,
-        stride: int | None = None,
-        padding: int = 0,
-    ) -> None:
-        super().__init__()
-        self.out_channels = same_channels("unpool", in_channels, out_channels)
-        if pool is not None and not isinstance(pool, MaxPool2dWithIndices):
-            raise ConfigError(f"unpool: pool must be a LAYERS['maxpool'] module, got {type(pool).__name__}")  # fmt: skip
-        if pool is not None:
-            kernel_size, stride, padding = pool.kernel_size, pool.stride, pool.padding
-        k = kernel_size if kernel_size is not None else scale_factor
-        self.unpool = nn.MaxUnpool2d(k, stride if stride is not None else k, padding)
-        self._pool = [pool]  # a list, so the pool is not registered as a second parent's child
-
-    @property
-    def pool(self) -> MaxPool2dWithIndices | None:
-        return self._pool[0]
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        indices: torch.Tensor | None = None,
-        output_size: Any = None,
-    ) -> torch.Tensor:
-        if indices is None:
-            if self.pool is None or self.pool.last_indices is None:
-                raise RuntimeError(
-                    "unpool has no indices: build it with pool=<its maxpool layer> and run that "
-                    "pool first, or call unpool(x, indices, output_size)"
-                )
-            indices, output_size = self.pool.last_indices, self.pool.last_input_size
-        if indices.shape != x.shape:
-            raise RuntimeError(f"unpool: input {tuple(x.shape)} does not match its pool's output {tuple(indices.shape)}")  # fmt: skip
-        return self.unpool(x, indices, output_size=output_size)
 
 
 @UPSAMPLERS.register("pixel_shuffle", aliases=("subpixel",))

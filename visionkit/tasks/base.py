@@ -134,6 +134,11 @@ class BaseTask(pl.LightningModule):
         """Build the head from HEADS; tasks with extra head arguments override this."""
         return HEADS.build(spec, feature_info, num_classes)
 
+    def replace_head(self, spec: Any) -> None:
+        """A new head from ``spec``, recorded in the saved model spec (checkpoints rebuild it)."""
+        self.head = self.build_head(spec, self.feature_info, self.num_classes)
+        self.hparams["model"]["head"] = plain(spec)
+
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Backbone features, passed through the neck when there is one."""
         feats = self.backbone(images)
@@ -173,6 +178,16 @@ class BaseTask(pl.LightningModule):
                 outputs[i] = out
         return outputs
 
+    # logits per pixel (semantic segmentation) rather than per image: the exported model resizes them
+    dense_logits: bool = False
+
+    def export_module(self) -> nn.Module:
+        """images [N,3,H,W] -> logits [N,K] (``dense_logits``: [N,K,H,W]) without Lightning
+        (visionkit.export); detection tasks override it."""
+        from visionkit.export import LogitsModel
+
+        return LogitsModel(self.backbone, self.neck, self.head, dense=self.dense_logits)
+
     def run_batch(self, images: list[torch.Tensor]) -> Any:
         """The model on images of one shape (stacked here; detectors take the list)."""
         return self(torch.stack(images).to(self.device))
@@ -204,9 +219,19 @@ class BaseTask(pl.LightningModule):
     # the task's validation metric on other data (learning curves: a subset of training images)
     def measure(self, batch: Any, *metrics: Any) -> torch.Tensor | None:
         """Forward one batch and update each of ``metrics`` (torchmetrics objects built like
-        :meth:`validation_metric`); returns the batch's loss, or None where the model gives none in
-        eval mode. ``eval_step`` is built on it, so both measure the same thing."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement measure")
+        :meth:`validation_metric`) with :meth:`metric_inputs`; returns the batch's loss (tasks
+        whose model gives none in eval mode override this and return None). ``eval_step`` is built
+        on it, so both measure the same thing."""
+        images, targets = batch
+        outputs = self(images)
+        preds, labels = self.metric_inputs(outputs, targets)
+        for metric in metrics:
+            metric.update(preds, labels)
+        return self.criterion(outputs, targets)
+
+    def metric_inputs(self, outputs: Any, targets: Any) -> tuple[Any, Any]:
+        """What the metrics compare: (predictions, labels) from the model's outputs and targets."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement metric_inputs")
 
     def validation_metric(self) -> Any:
         """The torchmetrics object (or collection) validation updates; :meth:`metric_pass` clones it."""
@@ -315,7 +340,10 @@ class BaseTask(pl.LightningModule):
 
     # -- results -----------------------------------------------------------------------------
     def extra_results(self, stage: str) -> dict[str, Any]:
-        """Values for results.json beyond the logged scalars (per-class IoU, file paths, ...)."""
+        """Values for results.json beyond the logged scalars (per-class IoU, file paths, ...);
+        stage ``run``: what ``model.pretrained`` loaded (``pretrained``). Subclasses extend it."""
+        if stage == "run" and self.pretrained_results:
+            return {"pretrained": self.pretrained_results}
         return {}
 
     def save_figures(self, stage: str, output_dir: str) -> list[str]:

@@ -60,13 +60,9 @@ class ClassificationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def measure(self, batch: tuple[torch.Tensor, torch.Tensor], *metrics: Any) -> torch.Tensor:
-        images, targets = batch
-        logits = self(images)
-        hard = targets.argmax(dim=1) if targets.ndim == 2 else targets
-        for metric in metrics:
-            metric.update(logits, hard)
-        return self.criterion(logits, targets)
+    def metric_inputs(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Logits and class indices (soft targets [N,K]: their most likely class)."""
+        return logits, (targets.argmax(dim=1) if targets.ndim == 2 else targets)
 
     def on_validation_epoch_start(self) -> None:
         self.confusion.reset()
@@ -77,12 +73,6 @@ class ClassificationTask(BaseTask):
 
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end
-
-    def export_module(self) -> torch.nn.Module:
-        """images [N,3,H,W] -> logits [N,K], without Lightning (visionkit.export)."""
-        from visionkit.export import LogitsModel
-
-        return LogitsModel(self.backbone, self.neck, self.head, dense=False)
 
     @classmethod
     def decode(cls, outputs: list[torch.Tensor], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any]) -> list[Classification]:  # fmt: skip

@@ -1,11 +1,9 @@
 """Object detection: backbone -> fpn neck -> torchvision detector head; COCO mAP.
 
 Validation mAP comes from torchmetrics MeanAveragePrecision (``metric_backend``:
-``faster_coco_eval`` or ``pycocotools``). The test mAP is computed by evaluating exactly the
-exported ``detections.json`` (COCO results: original image and category ids, xywh boxes in the
-original image's pixels, RLE masks) against the data's ground-truth file with the same backend,
-so results.json and pycocotools agree by construction. Under DDP, detections are gathered on rank
-zero, which evaluates and broadcasts the numbers.
+``faster_coco_eval`` or ``pycocotools``). The test mAP comes from
+:class:`~visionkit.evaluation.coco_evaluator.CocoEvaluator` with the same backend: it exports
+``detections.json`` and evaluates exactly that file against the data's ground truth (DDP-aware).
 """
 
 from __future__ import annotations
@@ -16,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.data.labels import LabelMap
-from visionkit.evaluation.coco import check_backend, evaluate, to_coco_results, write_results
-from visionkit.predictions import Detections
+from visionkit.evaluation.coco_evaluator import CocoEvaluator
+from visionkit.evaluation.coco_results import check_backend
+from visionkit.predictions import Detections, to_original_size
 from visionkit.tasks.base import BaseTask
 
 Target = dict[str, Any]
@@ -70,9 +68,7 @@ class DetectionTask(BaseTask):
         self.mask_threshold = mask_threshold
         iou = self.iou_types[0] if len(self.iou_types) == 1 else self.iou_types
         self.val_map = MeanAveragePrecision(iou_type=iou, backend=self.metric_backend)
-        self._test_groups: list[tuple[int, list[dict[str, Any]], Target]] = []
-        self._gt_sizes: dict[int, tuple[int, int]] = {}
-        self._test_gt: Path | None = None
+        self.evaluator: CocoEvaluator | None = None  # built for each test run
         self.test_summary: dict[str, Any] = {}
 
     # -- model -------------------------------------------------------------------------------
@@ -135,96 +131,25 @@ class DetectionTask(BaseTask):
         logged = {f"val/{k}": torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
         self.log_dict(logged, prog_bar=False)
 
-    # -- test (exported detections evaluated with COCOeval) ----------------------------------
-    def _datamodule(self) -> Any:
-        return getattr(self.trainer, "datamodule", None)
-
-    def _gt_file(self) -> Path | None:
-        """The test split's COCO ground truth (validated when on_bad=skip removed anything)."""
-        dm = self._datamodule()
-        fn = getattr(dm, "ground_truth_file", None)
-        path = fn("test", self.trainer.default_root_dir) if callable(fn) else None
-        return Path(path) if path is not None and Path(path).is_file() else None
-
+    # -- test (exported detections evaluated by visionkit.evaluation.coco_evaluator) ----------
     def on_test_epoch_start(self) -> None:
-        self._test_groups = []
-        gt = self._test_gt = self._gt_file()  # written once per test (skip mode: validated file)
-        self._gt_sizes = {}
-        if gt is not None:
-            data = json.loads(gt.read_text())
-            self._gt_sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in data["images"]}  # fmt: skip
+        out = self.trainer.default_root_dir
+        evaluator = CocoEvaluator(self.label_map, self.iou_types, self.metric_backend, self.mask_threshold, out)  # fmt: skip
+        self.evaluator = evaluator.for_datamodule(self.trainer.datamodule, "test")
 
     def test_step(self, batch: tuple[list, list], batch_idx: int) -> None:
         images, targets = batch
-        preds = self(images)
-        for img, pred, target in zip(images, preds, targets, strict=True):
-            image_id = int(target["image_id"])
-            pred = self._to_original(pred, tuple(img.shape[-2:]), self._gt_sizes.get(image_id))
-            records = to_coco_results(
-                [{**pred, "image_id": image_id}], self.label_map, self.mask_threshold
-            )
-            gt = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in target.items()}
-            gt["size"] = self._gt_sizes.get(image_id, tuple(img.shape[-2:]))
-            if "segm" not in self.iou_types:
-                gt.pop("masks", None)
-            self._test_groups.append((image_id, records, gt))
-
-    @staticmethod
-    def _to_original(pred: Target, size: tuple[int, int], original: tuple[int, int] | None) -> Target:  # fmt: skip
-        """Undo an evaluation resize: boxes and masks back to the original image's pixels."""
-        if original is None or tuple(original) == tuple(size):
-            return pred
-        (h, w), (oh, ow) = size, original
-        out = dict(pred)
-        scale = pred["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
-        out["boxes"] = pred["boxes"] * scale
-        if "masks" in pred and len(pred["masks"]):
-            out["masks"] = F.interpolate(pred["masks"].float(), size=(oh, ow), mode="bilinear", align_corners=False)  # fmt: skip
-        return out
+        self.evaluator.process(images, self(images), targets)
 
     def on_test_epoch_end(self) -> None:
-        groups = _gather(self._test_groups)
-        summary: dict[str, Any] = {}
-        if self.trainer.is_global_zero:
-            summary = self._evaluate_test(groups)
-        summary = _broadcast(summary)
-        self.test_summary = summary
+        summary = self.test_summary = self.evaluator.evaluate()
         metrics = {f"test/{k}": v for k, v in summary.get("metrics", {}).items()}
         self.log_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()})
-        self._test_groups = []
-
-    def _evaluate_test(self, groups: list[tuple[int, list, Target]]) -> dict[str, Any]:
-        seen: dict[int, tuple[list, Target]] = {}
-        for image_id, records, gt in groups:  # DDP samplers pad with repeated images
-            seen.setdefault(image_id, (records, gt))
-        results = [r for records, _ in seen.values() for r in records]
-        out_dir = Path(self.trainer.default_root_dir)
-        path = write_results(out_dir / "detections.json", results)
-        gt_file = self._test_gt
-        if gt_file is None:  # not COCO-backed: the ground truth of what was tested, as COCO json
-            gt_file = write_gt(out_dir / "ground_truth_test.json", seen, self.label_map)  # fmt: skip
-        all_ids = set(self._gt_sizes) if self._gt_sizes else set(seen)
-        subset = set(seen) != all_ids
-        metrics = evaluate(
-            gt_file,
-            results,
-            self.iou_types,
-            self.metric_backend,
-            image_ids=sorted(seen) if subset else None,
-        )
-        return {
-            "metrics": metrics,
-            "detections": str(path),
-            "ground_truth": str(gt_file),
-            "evaluated_images": len(seen),
-            "all_images": not subset,
-            "image_ids": sorted(seen),
-        }
 
     def extra_results(self, stage: str) -> dict[str, Any]:
         """Test: paths of detections.json and the ground truth, number of images evaluated."""
         if stage != "test" or not self.test_summary:
-            return {}
+            return super().extra_results(stage)
         s = self.test_summary
         return {
             "test/detections": s["detections"],
@@ -279,7 +204,7 @@ class DetectionTask(BaseTask):
             pred = {k: torch.as_tensor(v) for k, v in pred.items()}
             given = input_sizes[i] if input_sizes is not None else pred.pop("input_size", None)
             if given is not None:
-                pred = cls._to_original(pred, tuple(int(v) for v in given), tuple(size))
+                pred = to_original_size(pred, tuple(int(v) for v in given), tuple(size))
             masks = pred.get("masks")
             if masks is not None:
                 masks = masks.float().reshape(len(pred["boxes"]), *masks.shape[-2:])
@@ -315,62 +240,3 @@ class DetectionTask(BaseTask):
         with torch.no_grad():
             preds = self(images)
         return [self.draw(to_uint8(img), p) for img, p in zip(images, preds, strict=True)]
-
-
-def write_gt(path: Path, seen: dict[int, tuple[list, Target]], label_map: LabelMap) -> Path:
-    """A COCO ground-truth file from the targets of the tested images (formats without one)."""
-    from visionkit.evaluation.coco import encode_mask
-
-    images, anns = [], []
-    for image_id, (_, t) in seen.items():
-        h, w = t["size"]
-        images.append({"id": image_id, "height": int(h), "width": int(w)})
-        crowd = t.get("iscrowd", torch.zeros_like(t["labels"]))
-        ids = label_map.to_ids(t["labels"].tolist())
-        for j, (box, cid) in enumerate(zip(t["boxes"].tolist(), ids, strict=True)):
-            x1, y1, x2, y2 = box
-            ann = {
-                "id": len(anns) + 1,
-                "image_id": image_id,
-                "category_id": int(cid),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": int(crowd[j]),
-            }
-            if "masks" in t:
-                mask = t["masks"][j].numpy()
-                ann["segmentation"] = encode_mask(mask)
-                ann["area"] = float(mask.sum())
-            anns.append(ann)
-    cats = label_map.categories()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    return path
-
-
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _gather(items: list[Any]) -> list[Any]:
-    """Every rank's list, concatenated (on all ranks), or the list itself without DDP."""
-    if not _distributed():
-        return items
-    import torch.distributed as dist
-
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, items)
-    return [x for part in parts for x in part]
-
-
-def _broadcast(obj: Any) -> Any:
-    """Rank zero's object on every rank."""
-    if not _distributed():
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

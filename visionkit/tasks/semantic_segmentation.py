@@ -37,6 +37,7 @@ class SemanticSegmentationTask(BaseTask):
     """
 
     task_name = "semantic_segmentation"
+    dense_logits = True
 
     def __init__(
         self, *args: Any, loss: Any = "cross_entropy", class_weights: Any = None, **kwargs: Any
@@ -70,22 +71,17 @@ class SemanticSegmentationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def measure(self, batch: tuple[torch.Tensor, torch.Tensor], *metrics: Any) -> torch.Tensor:
-        images, masks = batch
-        logits = self(images)
-        preds = logits.argmax(dim=1)
-        for metric in metrics:
-            metric.update(preds, masks)
-        return self.criterion(logits, masks)
+    def metric_inputs(self, logits: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The class per pixel and the masks."""
+        return logits.argmax(dim=1), masks
 
     def on_validation_epoch_start(self) -> None:
         self.confusion.reset()
 
+    on_test_epoch_start = on_validation_epoch_start
+
     def on_validation_epoch_end(self) -> None:
         self.last_iou["val"] = iou_from_confusion(self.confusion.compute().cpu())
-
-    def on_test_epoch_start(self) -> None:
-        self.confusion.reset()
 
     def on_test_epoch_end(self) -> None:
         self.test_confusion = self.confusion.compute().cpu()
@@ -107,22 +103,17 @@ class SemanticSegmentationTask(BaseTask):
 
     def extra_results(self, stage: str) -> dict[str, Any]:
         """``<stage>/per_class_iou``: {class name: IoU or null when the class never appeared}."""
+        results = super().extra_results(stage)
         iou = self.last_iou.get(stage)
         if iou is None:
-            return {}
+            return results
         values = {
             name: (None if torch.isnan(v) else float(v))
             for name, v in zip(self.class_names, iou, strict=True)
         }
-        return {f"{stage}/per_class_iou": values}
+        return {**results, f"{stage}/per_class_iou": values}
 
     # -- prediction --------------------------------------------------------------------------
-    def export_module(self) -> torch.nn.Module:
-        """images [N,3,H,W] -> logits [N,K,H,W], without Lightning (visionkit.export)."""
-        from visionkit.export import LogitsModel
-
-        return LogitsModel(self.backbone, self.neck, self.head, dense=True)
-
     @classmethod
     def decode(cls, outputs: list[torch.Tensor], sizes: list[tuple[int, int]], label_map: LabelMap, options: Mapping[str, Any]) -> list[SemanticMap]:  # fmt: skip
         """Logits [K,h,w] per image, resized to the original size -> class and score per pixel."""

@@ -111,9 +111,10 @@ def test_score_threshold_and_detections_per_image_are_applied(backbone: torch.nn
     with torch.no_grad():
         out = head(images, None, lambda x: neck(backbone(x)))
     assert all(len(d["boxes"]) == 3 for d in out)
-    head.set_thresholds(score_thresh=1.01)
+    strict = HEADS.build({**spec, "score_thresh": 1.01}, neck.feature_info, K).eval()
+    strict.load_state_dict(head.state_dict())
     with torch.no_grad():
-        out = head(images, None, lambda x: neck(backbone(x)))
+        out = strict(images, None, lambda x: neck(backbone(x)))
     assert all(len(d["boxes"]) == 0 for d in out)
 
 

@@ -6,10 +6,13 @@ attributes or freezes by parameter-name prefix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from visionkit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -56,3 +59,19 @@ class Backbone(nn.Module):
             if i == last:
                 break
         return outs
+
+
+# -- helpers of the configurable backbones (vgg, mobilenet) ------------------------------------
+def scale_channels(channels: Sequence[int], width_mult: float) -> list[int]:
+    """Channel counts times ``width_mult``, rounded, at least 1."""
+    if width_mult <= 0:
+        raise ConfigError(f"width_mult must be > 0, got {width_mult}")
+    return [max(1, round(c * width_mult)) for c in channels]
+
+
+def check_stage_lists(channels: Sequence[int], depths: Sequence[int], name: str) -> None:
+    """``channels`` and ``depths`` describe the same number of stages, each at least one block."""
+    if len(channels) != len(depths) or not channels:
+        raise ConfigError(f"{name}: channels {list(channels)} and depths {list(depths)} must be non-empty and of equal length")  # fmt: skip
+    if any(d < 1 for d in depths):
+        raise ConfigError(f"{name}: every depth must be >= 1, got {list(depths)}")

@@ -7,8 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from visionkit.models.backbones.base import Backbone, FeatureInfo
-from visionkit.models.backbones.vgg import check_stage_lists, scale_channels
+from visionkit.models.backbones.base import Backbone, FeatureInfo, check_stage_lists, scale_channels
 from visionkit.registries import BACKBONES, LAYERS
 
 

@@ -17,6 +17,7 @@ import difflib
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -24,11 +25,9 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from visionkit.data.labels import from_detector_labels, to_detector_labels
+from visionkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 FeatureFn = Callable[[torch.Tensor], list[torch.Tensor]]
 
@@ -106,6 +105,7 @@ def check_detector_options(
     unknown = sorted(set(options) - known)
     if unknown:
         ours = _init_keywords(head_class.__mro__) - {"feature_info", "num_classes"}
+        ours |= {f.name for f in fields(DetectorOptions)}
         hints = [m for k in unknown for m in difflib.get_close_matches(k, ours | known, n=1)]
         hint = f" Did you mean {', '.join(hints)}?" if hints else ""
         raise ConfigError(
@@ -132,6 +132,49 @@ def image_transform_options(
         "image_mean": list(image_mean),
         "image_std": list(image_std),
     }
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """What every detector head takes besides its own parts (config keys ``model.head.*``): the
+    anchors (``anchor_sizes`` per level, default from ``anchor_scale``; ``aspect_ratios``), the
+    post-processing and the detector's image transform (resize to ``min_size``/``max_size``,
+    normalise with ``image_mean``/``image_std``)."""
+
+    anchor_sizes: Sequence[Sequence[float]] | None = None
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
+    anchor_scale: float = 4.0
+    score_thresh: float = 0.05
+    detections_per_img: int = 100
+    min_size: int = 800
+    max_size: int | None = None
+    image_mean: Sequence[float] = IMAGENET_MEAN
+    image_std: Sequence[float] = IMAGENET_STD
+
+    @classmethod
+    def pop(cls, options: dict[str, Any], **defaults: Any) -> DetectorOptions:
+        """Take the shared options out of a head's keywords (what stays is the detector's own);
+        ``defaults``: the head's own defaults (fcos: ``score_thresh=0.2``)."""
+        given = {f.name: options.pop(f.name) for f in fields(cls) if f.name in options}
+        return cls(**{**defaults, **given})
+
+    def anchors(self, feature_info: Sequence[FeatureInfo], head: str, octaves: int = 1) -> AnchorGenerator:  # fmt: skip
+        """``anchor_sizes``, default ``anchor_scale * reduction * 2^(k/octaves)`` for each
+        ``k < octaves`` per level (RetinaNet: 3), with ``aspect_ratios``."""
+        sizes = self.anchor_sizes
+        if sizes is None:
+            sizes = [[self.anchor_scale * f.reduction * 2 ** (k / octaves) for k in range(octaves)] for f in feature_info]  # fmt: skip
+        return anchor_generator(feature_info, sizes, self.aspect_ratios, self.anchor_scale, head)
+
+    def detector_kwargs(self, prefix: str = "") -> dict[str, Any]:
+        """Keywords for the torchvision detector (``prefix``: Faster R-CNN's ``box_``)."""
+        return {
+            **image_transform_options(
+                self.min_size, self.max_size, self.image_mean, self.image_std
+            ),
+            f"{prefix}score_thresh": self.score_thresh,
+            f"{prefix}detections_per_img": self.detections_per_img,
+        }
 
 
 class DetectorHead(nn.Module):
@@ -173,15 +216,3 @@ class DetectorHead(nn.Module):
         if isinstance(out, dict):  # training: losses
             return out
         return [{**d, "labels": from_detector_labels(d["labels"])} for d in out]
-
-    # torchvision keeps the adapter as `detector.backbone`; it has no parameters of its own
-    def set_thresholds(self, score_thresh: float | None = None, detections: int | None = None) -> None:  # fmt: skip
-        """Change score threshold / detections per image after building (e.g. for predict)."""
-        det = self.detector
-        target = getattr(det, "roi_heads", det)
-        if score_thresh is not None and hasattr(target, "score_thresh"):
-            target.score_thresh = score_thresh
-        if detections is not None:
-            for attr in ("detections_per_img",):
-                if hasattr(target, attr):
-                    setattr(target, attr, detections)

@@ -18,11 +18,8 @@ from visionkit.errors import ConfigError
 from visionkit.layers.roi_align import MultiScaleRoIAlign
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     DetectorHead,
-    anchor_generator,
-    image_transform_options,
+    DetectorOptions,
     level_names,
 )
 
@@ -43,24 +40,16 @@ class FasterRCNNHead(DetectorHead):
         self,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        anchor_sizes: Sequence[Sequence[float]] | None = None,
-        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        anchor_scale: float = 4.0,
         representation_size: int = 256,
-        score_thresh: float = 0.05,
-        detections_per_img: int = 100,
-        min_size: int = 800,
-        max_size: int | None = None,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
         roi_levels: int | None = None,
         rpn_conv_depth: int = 1,
         box_convs: int = 0,
-        **detector_kwargs: Any,
+        **options: Any,
     ) -> None:
-        super().__init__(self.name, self.detector_class, feature_info, detector_kwargs)
+        common = DetectorOptions.pop(options)  # what stays is the detector's own keywords
+        super().__init__(self.name, self.detector_class, feature_info, options)
         levels = roi_level_names(feature_info, roi_levels, self.name)
-        anchors = anchor_generator(feature_info, anchor_sizes, aspect_ratios, anchor_scale, self.name)  # fmt: skip
+        anchors = common.anchors(feature_info, self.name)
         if box_convs:
             box_head: nn.Module = FastRCNNConvFCHead(
                 (self.channels, 7, 7), [self.channels] * int(box_convs), [representation_size], norm_layer=nn.BatchNorm2d
@@ -70,7 +59,6 @@ class FasterRCNNHead(DetectorHead):
         self.detector = self.detector_class(
             self.adapter,
             num_classes=None,
-            **image_transform_options(min_size, max_size, image_mean, image_std),
             rpn_anchor_generator=anchors,
             rpn_head=RPNHead(
                 self.channels, anchors.num_anchors_per_location()[0], conv_depth=int(rpn_conv_depth)
@@ -80,9 +68,8 @@ class FasterRCNNHead(DetectorHead):
             ),
             box_head=box_head,
             box_predictor=FastRCNNPredictor(representation_size, num_classes + 1),
-            box_score_thresh=score_thresh,
-            box_detections_per_img=detections_per_img,
-            **detector_kwargs,
+            **common.detector_kwargs(prefix="box_"),
+            **options,
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -13,14 +12,9 @@ from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSRegressionHead
 from torchvision.models.detection.fcos import FCOSHead as TVFCOSHead
 
+from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.models.heads.detector_base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DetectorHead,
-    anchor_generator,
-    image_transform_options,
-)
+from visionkit.models.heads.detector_base import DetectorHead, DetectorOptions
 
 
 class _FCOSHead(TVFCOSHead):
@@ -44,27 +38,16 @@ class FCOSHead(DetectorHead):
         self,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        anchor_sizes: Sequence[Sequence[float]] | None = None,
-        anchor_scale: float = 1.0,
         num_convs: int = 2,
-        score_thresh: float = 0.2,
-        detections_per_img: int = 100,
-        min_size: int = 800,
-        max_size: int | None = None,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
-        **detector_kwargs: Any,
+        **options: Any,
     ) -> None:
-        super().__init__("fcos", FCOS, feature_info, detector_kwargs)
-        anchors = anchor_generator(feature_info, anchor_sizes, (1.0,), anchor_scale, "fcos")
+        # one point per location: aspect ratio 1; what stays in options is FCOS's own keywords
+        common = DetectorOptions.pop(options, anchor_scale=1.0, aspect_ratios=(1.0,), score_thresh=0.2)  # fmt: skip
+        if tuple(common.aspect_ratios) != (1.0,):
+            raise ConfigError(f"fcos: one point per location, aspect_ratios must be [1.0], got {list(common.aspect_ratios)} (model.head.aspect_ratios)")  # fmt: skip
+        super().__init__("fcos", FCOS, feature_info, options)
+        anchors = common.anchors(feature_info, "fcos")
         head = _FCOSHead(self.channels, num_classes + 1, num_convs)
         self.detector = FCOS(
-            self.adapter,
-            num_classes + 1,
-            **image_transform_options(min_size, max_size, image_mean, image_std),
-            anchor_generator=anchors,
-            head=head,
-            score_thresh=score_thresh,
-            detections_per_img=detections_per_img,
-            **detector_kwargs,
-        )
+            self.adapter, num_classes + 1, anchor_generator=anchors, head=head, **common.detector_kwargs(), **options
+        )  # fmt: skip

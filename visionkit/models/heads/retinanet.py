@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -12,13 +11,9 @@ from torchvision.models.detection.retinanet import RetinaNetHead as TVRetinaNetH
 
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.models.heads.detector_base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DetectorHead,
-    anchor_generator,
-    image_transform_options,
-)
+from visionkit.models.heads.detector_base import DetectorHead, DetectorOptions
+
+BOX_LOSSES = ("l1", "smooth_l1", "giou", "ciou", "diou")  # torchvision's regression losses
 
 
 class RetinaNetHead(DetectorHead):
@@ -32,45 +27,20 @@ class RetinaNetHead(DetectorHead):
         self,
         feature_info: list[FeatureInfo],
         num_classes: int,
-        anchor_sizes: Sequence[Sequence[float]] | None = None,
-        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        anchor_scale: float = 4.0,
-        score_thresh: float = 0.05,
-        detections_per_img: int = 100,
-        min_size: int = 800,
-        max_size: int | None = None,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
         head_norm: str | None = None,
         box_loss: str = "l1",
-        **detector_kwargs: Any,
+        **options: Any,
     ) -> None:
-        super().__init__("retinanet", RetinaNet, feature_info, detector_kwargs)
-        if head_norm not in (None, "gn") or box_loss not in (
-            "l1",
-            "smooth_l1",
-            "giou",
-            "ciou",
-            "diou",
-        ):
-            raise ConfigError(f"retinanet: head_norm must be null or gn and box_loss one of l1, smooth_l1, giou, ciou, diou; got {head_norm}, {box_loss} (model.head)")  # fmt: skip
-        if anchor_sizes is None:
-            anchor_sizes = [
-                [anchor_scale * f.reduction * 2 ** (k / 3) for k in range(3)] for f in feature_info
-            ]
-        anchors = anchor_generator(feature_info, anchor_sizes, aspect_ratios, anchor_scale, "retinanet")  # fmt: skip
+        common = DetectorOptions.pop(options)  # what stays is RetinaNet's own keywords
+        super().__init__("retinanet", RetinaNet, feature_info, options)
+        if head_norm not in (None, "gn") or box_loss not in BOX_LOSSES:
+            raise ConfigError(f"retinanet: head_norm must be null or gn and box_loss one of {', '.join(BOX_LOSSES)}; got {head_norm}, {box_loss} (model.head)")  # fmt: skip
+        anchors = common.anchors(feature_info, "retinanet", octaves=3)  # 2^0, 2^1/3, 2^2/3
         norm = partial(nn.GroupNorm, 32) if head_norm == "gn" else None
         head = TVRetinaNetHead(
             self.channels, anchors.num_anchors_per_location()[0], num_classes + 1, norm_layer=norm
         )
         head.regression_head._loss_type = box_loss  # torchvision's own switch (it has no argument)
         self.detector = RetinaNet(
-            self.adapter,
-            num_classes + 1,
-            **image_transform_options(min_size, max_size, image_mean, image_std),
-            anchor_generator=anchors,
-            head=head,
-            score_thresh=score_thresh,
-            detections_per_img=detections_per_img,
-            **detector_kwargs,
-        )
+            self.adapter, num_classes + 1, anchor_generator=anchors, head=head, **common.detector_kwargs(), **options
+        )  # fmt: skip

@@ -1,7 +1,7 @@
 """Pascal VOC reader and writer: one XML file per image (``<object>``: name, bndbox, difficult).
 
 Read into COCO structure (``images``/``annotations``/``categories`` plus the place of every image
-and object), validated by :func:`visionkit.data.datasets.coco.index_coco` like a COCO file. VOC
+and object), validated by :func:`visionkit.data.coco.reader.index_coco` like a COCO file. VOC
 boxes are 1-based inclusive pixel indices; as detectron2, ``[xmin - 1, ymin - 1, xmax, ymax]`` is
 the box in pixel-edge coordinates. ``difficult`` objects become COCO ``iscrowd`` regions: not
 trained on, and ignored in evaluation (a detection on them is neither a hit nor a false positive),
@@ -125,7 +125,7 @@ def _instance_png(path: Path) -> Any:
 
 def _add_mask(ann: dict[str, Any], instances: Any, k: int, path: Path) -> str | None:
     """Put object ``k``'s mask (pixels == k) into ``ann`` as RLE; the reason when impossible."""
-    from visionkit.evaluation.coco import encode_mask
+    from visionkit.evaluation.coco_results import encode_mask
 
     if instances is None:
         return f"instance mask file {path} is missing or unreadable"

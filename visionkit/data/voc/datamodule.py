@@ -1,7 +1,7 @@
 """``voc`` format: Pascal VOC XML per image (``Annotations/``), images in ``JPEGImages/``, split
 lists ``ImageSets/Main/{split}.txt`` (one image stem per line).
 
-Read into the COCO structure and validated as COCO data (:mod:`visionkit.data.datasets.voc`), so
+Read into the COCO structure and validated as COCO data (:mod:`visionkit.data.voc.reader`), so
 label encoding, bad-data rules, augmentation and evaluation are COCO's; ``difficult`` objects are
 COCO ``iscrowd`` regions (ignored in evaluation, not trained on). ``classes`` fixes the class list
 and order (null: the sorted names found in the split lists' files). Instance segmentation reads
@@ -15,18 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.coco import CocoDataModule
+from visionkit.data.coco.datamodule import ConvertedDataModule
+from visionkit.data.coco.reader import CocoIndex, index_coco
 from visionkit.data.datamodule import SPLITS
-from visionkit.data.datasets.coco import CocoIndex, index_coco
-from visionkit.data.datasets.voc import parse_xml, read_voc
+from visionkit.data.voc.reader import parse_xml, read_voc
 from visionkit.errors import ConfigError
 
 
-class VocDataModule(CocoDataModule):
+class VocDataModule(ConvertedDataModule):
     """Pascal VOC folders; see the module docstring."""
 
     FORMAT = "voc"
-    SUPPORTED_TASKS = ("detection", "instance_segmentation")
 
     def __init__(
         self,
@@ -42,9 +41,6 @@ class VocDataModule(CocoDataModule):
         self.instance_masks = instance_masks
         self.classes = list(classes) if classes else None
         self._parsed: dict[Path, Any] = {}
-
-    def annotation_file(self, split: str) -> Path | None:
-        return None  # no COCO file: evaluation uses the validated annotations written as COCO
 
     def _xml_files(self, split: str) -> list[Path] | None:
         listing = self.data_root() / self.split_list.format(split=split)

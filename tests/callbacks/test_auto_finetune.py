@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 from finetune_toy import ToyData, make_task, trainer
 from torch import nn
 
-from visionkit.callbacks.advisor import AutoFinetune, bn_domain_distance
+from visionkit.callbacks.auto_finetune import AutoFinetune, bn_domain_distance
 from visionkit.errors import ConfigError
 
 
@@ -75,19 +72,16 @@ def test_bn_distance_without_batchnorm_asks_to_declare() -> None:
         bn_domain_distance(nn.Conv2d(3, 3, 1), [torch.randn(1, 3, 4, 4)])
 
 
-def test_auto_runs_its_choice_and_saves_the_reason(tmp_path: Path, capsys) -> None:
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps({"val/acc": 0.5}))
-    auto = AutoFinetune(small_data=1000, domain="similar", results_file=str(results))
+def test_auto_runs_its_choice_and_reports_the_reason(capsys) -> None:
+    auto = AutoFinetune(small_data=1000, domain="similar")
     task = make_task()
     trainer([auto], 1, limit_train_batches=1).fit(task, datamodule=ToyData())
     assert "chose 'linear_probe'" in capsys.readouterr().out
     assert not any(p.requires_grad for p in task.backbone.parameters())
-    saved = json.loads(results.read_text())
-    assert saved["val/acc"] == 0.5  # merged, not overwritten
-    assert saved["finetune"]["choice"] == "linear_probe"
-    assert "24 training images" in saved["finetune"]["reason"]
-    assert task.finetune_report["choice"] == "linear_probe"
+    report = auto.extra_results("run")["finetune"]  # what the train command puts in results.json
+    assert report["choice"] == "linear_probe"
+    assert "24 training images" in report["reason"]
+    assert auto.extra_results("val") == {}
 
 
 def test_auto_estimates_the_domain_from_the_data() -> None:

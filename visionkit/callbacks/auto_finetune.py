@@ -18,8 +18,6 @@ averaged over channels, then over layers (0 for the pretraining data itself).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -84,8 +82,8 @@ def train_size(trainer: pl.Trainer) -> int:
 class AutoFinetune(FinetuneSchedule):
     """``auto``: chooses a schedule at setup (same on every rank), prints and records the reason.
 
-    The choice and reason are in ``report`` (also ``task.finetune_report``), in the checkpoint,
-    and merged into ``results_file`` (the run's results.json) under the key ``finetune``.
+    The choice and reason are in ``report``, in the checkpoint, and in results.json under the
+    key ``finetune`` (``extra_results("run")``, collected by the train command).
     """
 
     name = "auto"
@@ -99,7 +97,6 @@ class AutoFinetune(FinetuneSchedule):
         probe_batches: int = 4,
         partial_stages: int | None = None,
         train_size: int | None = None,
-        results_file: str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -112,7 +109,6 @@ class AutoFinetune(FinetuneSchedule):
         self.probe_batches = probe_batches
         self.partial_stages = partial_stages
         self.train_size = train_size
-        self.results_file = results_file
         self.options = options
         self.inner: FinetuneSchedule | None = None
 
@@ -173,7 +169,6 @@ class AutoFinetune(FinetuneSchedule):
         self.inner = CALLBACKS.build({**self.options, "verbose": self.verbose, **decision["spec"]})
         self.inner.setup(trainer, pl_module, stage)
         self.inner.report = self.report
-        pl_module.finetune_report = self.report
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.inner is not None:
@@ -186,12 +181,6 @@ class AutoFinetune(FinetuneSchedule):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.inner is not None:
             self.inner.on_fit_end(trainer, pl_module)
-        if self.results_file and trainer.is_global_zero:
-            path = Path(self.results_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            results = json.loads(path.read_text()) if path.exists() else {}
-            results["finetune"] = {k: v for k, v in self.report.items() if k != "spec"}
-            path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
         inner = self.inner.state_dict() if self.inner is not None else {}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from visionkit.data.datamodule import SPLITS, VisionDataModule
-from visionkit.data.datasets.folders import (
+from visionkit.data.folders.reader import (
     ImageMaskPairs,
     MaskValueError,
     list_images,

@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from visionkit.errors import RegistryError
-from visionkit.registry import Entry, Registry, recording, source_of
+from visionkit.registries.registry import Entry, Registry, recording, source_of
 
 
 def make() -> Registry:

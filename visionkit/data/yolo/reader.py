@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.datasets.folders import IMAGE_EXTENSIONS
+from visionkit.data.folders.reader import IMAGE_EXTENSIONS
 from visionkit.data.validation import BadDataReport, check_image_files
 from visionkit.errors import DataError
 

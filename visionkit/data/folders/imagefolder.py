@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from visionkit.data.datamodule import SPLITS, VisionDataModule
-from visionkit.data.datasets.folders import LabelledFiles, list_images, seeded_split
+from visionkit.data.folders.reader import LabelledFiles, list_images, seeded_split
 from visionkit.data.labels import LabelMap
 from visionkit.data.validation import check_image_files
 from visionkit.errors import ConfigError

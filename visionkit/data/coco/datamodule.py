@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from visionkit.data.coco.reader import CocoDataset, CocoIndex, index_to_coco, load_coco
 from visionkit.data.datamodule import SPLITS, VisionDataModule
-from visionkit.data.datasets.coco import CocoDataset, CocoIndex, index_to_coco, load_coco
 from visionkit.data.labels import LabelMap
 from visionkit.errors import ConfigError
 from visionkit.files import atomic_open
@@ -59,6 +59,12 @@ class CocoDataModule(VisionDataModule):
         with atomic_open(path) as file:
             json.dump(data, file)
         return path
+
+    def image_sizes(self, split: str) -> dict[int, tuple[int, int]]:
+        """``{image_id: (height, width)}`` of the split's validated images (the evaluator undoes
+        evaluation resizes with them); empty when the split is absent."""
+        index = self.indexes.get(split)
+        return {} if index is None else {r.id: (r.height, r.width) for r in index.records}
 
     def image_dir(self, split: str) -> Path:
         return self.data_root() / self.images_template.format(split=split)
@@ -118,3 +124,14 @@ class CocoDataModule(VisionDataModule):
                 "unlabelled_image_for_classification", f"{ann}: {dropped} images without a label"
             )
         return kept
+
+
+class ConvertedDataModule(CocoDataModule):
+    """Base of the formats read into the COCO structure (voc, yolo; they override ``load_index``):
+    detection and instance segmentation. They have no COCO file: evaluation uses the validated
+    annotations, written as COCO (``ground_truth_file``)."""
+
+    SUPPORTED_TASKS = ("detection", "instance_segmentation")
+
+    def annotation_file(self, split: str) -> Path | None:
+        return None

@@ -3,26 +3,24 @@
 
 Box lines serve detection, polygon lines detection (their bounding box) and instance
 segmentation. Read into the COCO structure and validated as COCO data
-(:mod:`visionkit.data.datasets.yolo`): label encoding, bad-data rules (each problem names the
+(:mod:`visionkit.data.yolo.reader`): label encoding, bad-data rules (each problem names the
 label file and line), augmentation and evaluation are COCO's.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from visionkit.data.coco import CocoDataModule
-from visionkit.data.datasets.coco import CocoIndex, index_coco
-from visionkit.data.datasets.yolo import read_names, read_yolo
+from visionkit.data.coco.datamodule import ConvertedDataModule
+from visionkit.data.coco.reader import CocoIndex, index_coco
+from visionkit.data.yolo.reader import read_names, read_yolo
 from visionkit.errors import ConfigError
 
 
-class YoloDataModule(CocoDataModule):
+class YoloDataModule(ConvertedDataModule):
     """YOLO txt labels; see the module docstring."""
 
     FORMAT = "yolo"
-    SUPPORTED_TASKS = ("detection", "instance_segmentation")
 
     def __init__(
         self,
@@ -33,9 +31,6 @@ class YoloDataModule(CocoDataModule):
     ) -> None:
         super().__init__(images=images, annotations=labels, **kwargs)
         self.names_file = names_file
-
-    def annotation_file(self, split: str) -> Path | None:
-        return None  # no COCO file: evaluation uses the validated annotations written as COCO
 
     def load_index(self, split: str) -> CocoIndex | None:
         image_dir = self.image_dir(split)

@@ -1,4 +1,4 @@
-"""``shapes``: the embedded, generated dataset (see visionkit.data.datasets.shapes), read through
+"""``shapes``: the embedded, generated dataset (see visionkit.data.shapes.generator), read through
 the COCO format, so it serves all four tasks from the same files.
 
 Config keys: image_size, num_train, num_val, num_test, min_objects, max_objects, min_size,
@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.coco import CocoDataModule
+from visionkit.data.coco.datamodule import CocoDataModule
 from visionkit.data.datamodule import DETECTION_TASKS
-from visionkit.data.datasets.shapes import ShapesSpec, ensure_shapes
+from visionkit.data.shapes.generator import ShapesSpec, ensure_shapes
 
 
 class ShapesDataModule(CocoDataModule):

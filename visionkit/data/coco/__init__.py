@@ -1,0 +1,1 @@
+"""``coco`` format: the datamodule (``datamodule``) and the annotation reader and validator (``reader``)."""

@@ -1,1 +1,0 @@
-"""Readers and generators behind the datamodules (no Lightning here)."""

@@ -1,0 +1,1 @@
+"""``voc`` format: the datamodule (``datamodule``) and the Pascal VOC XML reader (``reader``)."""

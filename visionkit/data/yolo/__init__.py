@@ -1,0 +1,1 @@
+"""``yolo`` format: the datamodule (``datamodule``) and the YOLO txt label reader (``reader``)."""
