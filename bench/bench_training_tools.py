@@ -93,8 +93,8 @@ def run_parallel(jobs: dict[str, list[str]], cwd: Path, at_once: int = 2) -> dic
     for name, args in list(pending):  # a finished run (results.json in its hydra.run.dir) is kept
         done = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
         if done and (Path(done[0]) / "results.json").is_file() and os.environ.get("BENCH_REUSE"):
-            pending.remove((name, args))
-            walls[name] = float("nan")
+            pending.remove((name, args))  # its wall: from the composed config to results.json
+            walls[name] = (Path(done[0]) / "results.json").stat().st_mtime - (Path(done[0]) / "config.yaml").stat().st_mtime  # fmt: skip
     while pending or running:
         while pending and len(running) < at_once:
             name, args = pending.pop(0)
@@ -155,7 +155,7 @@ DET = {"num_train": 600, "num_val": 200, "num_test": 200, "image_size": 64}  # s
 REPEAT_THRESHOLD = 0.3  # LVIS's t, for 6 categories (LVIS's 0.001 is for ~1200): circle ~3.6x
 
 
-def detection_tables(data_dir: Path, out: Path, epochs: int, only: list[str] | None = None) -> dict[str, dict]:  # fmt: skip
+def detection_tables(data_dir: Path, out: Path, epochs: int, only: list[str] | None = None, extra_seeds: tuple[int, ...] = ()) -> dict[str, dict]:  # fmt: skip
     """Long-tailed shapes detection: per-class test AP@0.5 of Faster R-CNN without / with
     repeat_factor / with mosaic, RetinaNet without / with sqrt_inverse class weights; test AP_small
     of mosaic vs none. Returns each run's results.json."""
@@ -173,6 +173,9 @@ def detection_tables(data_dir: Path, out: Path, epochs: int, only: list[str] | N
         "retinanet": retina,
         "retinanet_class_weights": [*retina, "task.class_weights=sqrt_inverse"],
     }
+    for seed in extra_seeds:  # the mosaic comparison again with other seeds (data order, init)
+        variants[f"frcnn_seed{seed}"] = [f"seed={seed}"]
+        variants[f"frcnn_mosaic_seed{seed}"] = [*variants["frcnn_mosaic"], f"seed={seed}"]
     variants = {n: v for n, v in variants.items() if not only or n in only}
     jobs = {n: [*common, *extra, f"hydra.run.dir={out / n}"] for n, extra in variants.items()}
     walls = run_parallel(jobs, out, at_once=len(jobs))
@@ -181,7 +184,8 @@ def detection_tables(data_dir: Path, out: Path, epochs: int, only: list[str] | N
     names = list(counts)
     rows = []
     for n in variants:
-        ap = results[n]["test/per_class_ap"]["bbox"]
+        ap = results[n]["test/per_class_ap"]
+        ap = ap.get("bbox", ap)  # instance segmentation: per IoU type
         ap50 = [ap[c]["ap50"] for c in names]
         rows.append([n, f"{ap50[0]:.3f}", f"{min(ap50[1:]):.3f}", f"{sum(ap50[1:]) / len(ap50[1:]):.3f}",
                      f"{results[n]['test/map_50']:.3f}", f"{results[n]['test/map_small']:.3f}",
@@ -259,8 +263,8 @@ def ema_table(data_dir: Path, out: Path, epochs: int, seeds: list[int]) -> None:
         title,
         header,
         rows,
-        "One run per seed with callbacks=ema (decay 0.999, warm-up 200) and a checkpoint per epoch: "
-        "(mode:max only keeps its state key apart from last.ckpt's); its raw weights are exactly the run without EMA (EMA does not touch training), so the two "
+        "One run per seed with callbacks=ema (decay 0.999, warm-up 200) and a checkpoint per epoch "
+        "(its mode:max only keeps its state key apart from last.ckpt's): its raw weights are exactly the run without EMA (EMA does not touch training), so the two "
         "curves of a seed are paired. Val: 400 images.",
     )
 
@@ -317,6 +321,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="imbalance part")
     parser.add_argument("--det-epochs", type=int, default=6)
     parser.add_argument("--det-variants", nargs="*", help="detection part: these variants only")
+    parser.add_argument("--det-seeds", type=int, nargs="*", default=[], help="frcnn, mosaic again")
     parser.add_argument("--ema-epochs", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_training_tools"))
@@ -329,7 +334,7 @@ def main() -> None:
         if "tta" in a.parts:
             tta_table(best, common, out)
     if "detection" in a.parts:
-        detection_tables(data_dir, out, a.det_epochs, a.det_variants)
+        detection_tables(data_dir, out, a.det_epochs, a.det_variants, tuple(a.det_seeds))
     if "ema" in a.parts:
         ema_table(data_dir, out, a.ema_epochs, a.seeds)
 
