@@ -200,7 +200,8 @@ def detection_tables(data_dir: Path, out: Path, epochs: int, only: list[str] | N
         "Training images / instances per class: "
         + ", ".join(f"{c} {i}/{k}" for c, (i, k) in counts.items())
         + f". repeat_factor threshold {REPEAT_THRESHOLD}; mosaic p=0.5 then hflip; batch 8; one "
-        "thread per run, two runs at a time on a shared 2-core machine (walls indicative only).",
+        "thread per run, 2-5 runs at a time on a 2-core machine shared with other jobs (walls vary 4x "
+        "with its load: indicative only). frcnn_*seed1: seed 1, the others seed 42.",
     )
     return results
 
