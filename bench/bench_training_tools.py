@@ -4,7 +4,8 @@
   with class weights / the class-balanced sampler / EMA; ``tta``: TTA vs none (metric, cost);
 * ``detection`` (shapes detection, the circle in 1 of ``RARE_DET`` of its training images): per-class
   test AP of Faster R-CNN without / with ``data.sampler=repeat_factor`` and with mosaic (its
-  AP_small against the same baseline), RetinaNet without / with ``task.class_weights``;
+  AP_small against the same baseline; ``--det-seeds``: that pair again with other seeds),
+  RetinaNet and FCOS without / with ``task.class_weights``;
 * ``ema``: classification runs with ``callbacks=ema`` and a checkpoint per epoch, each epoch's
   raw and averaged weights validated (the raw trajectory is exactly a run without EMA: EMA does
   not touch training), over several seeds: best val acc and its epoch-to-epoch variation.
@@ -157,8 +158,8 @@ REPEAT_THRESHOLD = 0.3  # LVIS's t, for 6 categories (LVIS's 0.001 is for ~1200)
 
 def detection_tables(data_dir: Path, out: Path, epochs: int, only: list[str] | None = None, extra_seeds: tuple[int, ...] = ()) -> dict[str, dict]:  # fmt: skip
     """Long-tailed shapes detection: per-class test AP@0.5 of Faster R-CNN without / with
-    repeat_factor / with mosaic, RetinaNet without / with sqrt_inverse class weights; test AP_small
-    of mosaic vs none. Returns each run's results.json."""
+    repeat_factor / with mosaic, RetinaNet and FCOS without / with sqrt_inverse class weights; test
+    AP_small of mosaic vs none. Returns each run's results.json."""
     root = long_tailed_copy(shapes_source(data_dir, "detection", **DET), out / "shapes_det_lt", RARE_DET)  # fmt: skip
     common = ["task=detection", "data=coco", f"data.root={root}", "data.image_size=64", "data.batch_size=8",
               f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", "callbacks.progress=null",
@@ -172,6 +173,8 @@ def detection_tables(data_dir: Path, out: Path, epochs: int, only: list[str] | N
         "frcnn_mosaic": ["data.train_transforms=[{name:mosaic,p:0.5},{name:hflip}]"],
         "retinanet": retina,
         "retinanet_class_weights": [*retina, "task.class_weights=sqrt_inverse"],
+        "fcos": ["model/head=fcos"],
+        "fcos_class_weights": ["model/head=fcos", "task.class_weights=sqrt_inverse"],
     }
     for seed in extra_seeds:  # the mosaic comparison again with other seeds (data order, init)
         variants[f"frcnn_seed{seed}"] = [f"seed={seed}"]
