@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,6 +13,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A free TCP port on localhost (for a test's process group or launcher)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def readme_commands(section: str) -> list[str]:
+    """The commands of the first fenced bash block of README.md's ``## <section>`` (comments
+    and line continuations removed), so tests run them as written."""
+    text = (ROOT / "README.md").read_text()
+    part = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", part, re.S)
+    assert block, f"README's {section!r} section has no ```bash block"
+    lines = block.group(1).replace("\\\n", " ").splitlines()
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
 @pytest.fixture(scope="session")

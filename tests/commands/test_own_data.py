@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import re
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST, ROOT, run_cli
+from tests.conftest import FAST, readme_commands, run_cli
 
 CATEGORIES = {12: "cow", 3: "ant", 7: "bee"}  # listed out of order, ids with gaps
 COLOURS = {3: (220, 40, 40), 7: (40, 200, 40), 12: (40, 60, 230)}
@@ -198,23 +197,13 @@ WRITERS = {"coco": write_coco, "masks": write_masks, "imagefolder": write_imagef
 
 
 # -- the README's own-data commands --------------------------------------------------------------
-def readme_commands() -> list[str]:
-    """The commands of the fenced bash block of README.md's "## Your own data" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block, "README's own-data section has no ```bash block"
-    lines = block.group(1).replace("\\\n", " ").splitlines()
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
-
-
 def pair_of(command: str) -> tuple[str, str]:
     """(task, data) a command trains, from its ``task=`` / ``data=`` overrides (else defaults)."""
     words = dict(w.split("=", 1) for w in shlex.split(command) if "=" in w)
     return words.get("task", "classification"), words.get("data", "shapes")
 
 
-README = {pair_of(c): c for c in readme_commands()}
+README = {pair_of(c): c for c in readme_commands("Your own data")}
 
 
 # -- one trained run per pair, then the other commands on its checkpoint ------------------------

@@ -1,22 +1,34 @@
-"""The training tools as a user runs them (subprocess), on data written here in the real formats
-(class folders with a test split; COCO json + PNG with a crowd region): EMA + early stopping +
-class weights + the class-balanced sampler + TTA on the final test, then `test` with multiscale TTA;
-instance segmentation with mosaic, copy-paste and the repeat-factor sampler."""
+"""The training tools as a user runs them (subprocess): the commands of README.md's "Training
+tools" section as written, on data written here in the real formats (class folders with a test
+split; COCO json + PNG with a crowd region): EMA + early stopping + class weights + the
+class-balanced sampler + gradient clipping and accumulation + TTA on the final test, then `test`
+with multiscale TTA; instance segmentation with mosaic, copy-paste and the repeat-factor sampler."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, readme_commands, run_cli
 from tests.data.conftest import write_coco, write_imagefolder
 from visionkit.data.imbalance import class_weights
 
 TIMEOUT = 600
+TRAIN, TEST, INSTANCES = readme_commands("Training tools")
+
+
+def readme_args(command: str, replace: dict[str, str] | None = None) -> list[str]:
+    """The arguments of a README command after ``python -m visionkit``, with the values of the
+    keys in ``replace`` (placeholders) replaced."""
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "visionkit"], command
+    replace = replace or {}
+    return [w if w.split("=", 1)[0] not in replace else f"{w.split('=', 1)[0]}={replace[w.split('=', 1)[0]]}" for w in words[3:]]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +40,8 @@ def classification_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path)
         (root / "train" / "cow" / f"{i}.png").unlink()
     run_dir = base / "run"
     run_cli(
-        "data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=4", *FAST,
-        "callbacks=[ema,early_stopping]", "callbacks.ema.warmup_tau=0", "callbacks.ema.decay=0.5",
-        "task.class_weights=effective_number", "data.sampler=class_balanced", "tta=hflip",
+        *readme_args(TRAIN), "data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=2",
+        *FAST, "trainer.limit_train_batches=4", "callbacks.ema.warmup_tau=0", "callbacks.ema.decay=0.5",
         f"hydra.run.dir={run_dir}",
         cwd=base, data_dir=data_dir, timeout=TIMEOUT, check=True,
     )  # fmt: skip
@@ -42,7 +53,8 @@ def test_train_reports_ema_early_stopping_and_tta(classification_run: dict) -> N
     assert results["early_stopping"]["stopped"] is False
     assert results["early_stopping"]["reason"] == "not_stopped"
     assert results["early_stopping"]["monitor"] == "val/acc"
-    assert results["ema"]["updates"] == 2  # 2 training batches, one optimizer step each
+    assert results["early_stopping"]["patience"] == 3
+    assert results["ema"]["updates"] == 2  # 4 training batches, 2 accumulated per optimizer step
     assert results["tta"]["views"] == 2 and "test/acc" in results
     ckpt = torch.load(results["best_checkpoint"], weights_only=True)
     # the saved weights are the average; the raw ones are kept for resuming
@@ -56,9 +68,9 @@ def test_train_reports_ema_early_stopping_and_tta(classification_run: dict) -> N
 def test_test_command_with_multiscale_tta(classification_run: dict, data_dir: Path) -> None:
     out = classification_run["base"] / "test_run"
     run_cli(
-        "test", f"ckpt_path={classification_run['results']['best_checkpoint']}", "data=imagefolder",
+        *readme_args(TEST, {"ckpt_path": classification_run["results"]["best_checkpoint"]}), "data=imagefolder",
         f"data.root={classification_run['root']}", "data.image_size=32", "data.num_workers=0",
-        "trainer.accelerator=cpu", "callbacks.progress=null", "tta=multiscale", f"hydra.run.dir={out}",
+        "trainer.accelerator=cpu", "callbacks.progress=null", f"hydra.run.dir={out}",
         cwd=classification_run["base"], data_dir=data_dir, timeout=TIMEOUT, check=True,
     )  # fmt: skip
     results = json.loads((out / "results.json").read_text())
@@ -70,9 +82,8 @@ def test_instance_segmentation_with_mosaic_copy_paste_and_repeat_factor(tmp_path
     root = write_coco(tmp_path / "coco", n=4, size=32)
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "task=instance_segmentation", "data=coco", f"data.root={root}", "data.batch_size=2", *FAST,
-        "data.train_transforms=[{name:mosaic,size:48},{name:copy_paste},{name:hflip}]",
-        "data.sampler={name:repeat_factor,threshold:0.9}", "model.head.min_size=48",
+        *readme_args(INSTANCES, {"data.sampler": "{name:repeat_factor,threshold:0.9}"}), "data=coco",
+        f"data.root={root}", "data.batch_size=2", *FAST, "model.head.min_size=48",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path, data_dir=data_dir, timeout=TIMEOUT, check=True,
     )  # fmt: skip

@@ -94,3 +94,23 @@ def test_a_loss_without_class_weights_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="takes no class weights"):
         build_criterion("dice", [1.0, 2.0], 2)
+
+
+def test_detection_class_weights_reach_the_focal_loss(tmp_path: Path, formats) -> None:
+    """``task.class_weights=<method>`` on COCO detection data: the retinanet head's focal loss holds
+    the weights of the training images' class counts (background column 1), a rebuilt task too;
+    Faster R-CNN's softmax loss takes none: one ConfigError naming the head."""
+    from tests.test_configs import compose_cfg
+    from visionkit import runner
+
+    root = formats.coco(tmp_path / "coco", n=5)  # 3 images of category 5, 2 of 17
+    base = ["task=detection", "data=coco", f"data.root={root}", "data.num_workers=0", "task.class_weights=inverse"]  # fmt: skip
+    cfg = compose_cfg([*base, "model/head=retinanet"])
+    dm = runner.build_datamodule(cfg)
+    task = runner.build_task(cfg, dm)
+    expected = class_weights([3, 2], "inverse")
+    np.testing.assert_allclose(task.head.detector.head.class_weight.numpy(), [1.0, *expected], rtol=1e-6)  # fmt: skip
+    rebuilt = type(task)(**task.hparams)  # what a checkpoint restores
+    np.testing.assert_allclose(rebuilt.head.detector.head.class_weight.numpy(), [1.0, *expected], rtol=1e-6)  # fmt: skip
+    with pytest.raises(ConfigError, match="the fasterrcnn head's classification loss takes no class weights"):  # fmt: skip
+        runner.build_task(compose_cfg([*base, "model/head=fasterrcnn"]), dm)

@@ -1,6 +1,7 @@
 """Class-aware samplers against their definitions: class-balanced draws (each class equally often),
 LVIS repeat factors and stochastic rounding; each epoch a function of (seed, epoch); under DDP
-(ranks simulated) distinct shards that together are the epoch's list; Lightning keeps them."""
+(ranks simulated, and 2 real gloo processes) distinct shards that together are the epoch's list;
+Lightning keeps them."""
 
 from __future__ import annotations
 
@@ -73,6 +74,46 @@ def test_ranks_get_distinct_shards_of_the_same_epoch(make, world: int) -> None:
     # interleaved back, the shards are the epoch's list (padded by its start to a multiple)
     merged = [shards[i % world][i // world] for i in range(size * world)]
     assert merged == (whole + whole)[: size * world]
+
+
+def _iterate_in_process_group(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of a real gloo group: the samplers built without rank/world, epoch 2, to JSON."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)  # fmt: skip
+    try:
+        lists = {name: epoch_list(make(), 2) for name, make in SHARDED.items()}
+        Path(out, f"rank{rank}.json").write_text(json.dumps(lists))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+SHARDED = {
+    "class_balanced": lambda **kw: ClassBalancedSampler(LABELS, 3, seed=1, **kw),
+    "repeat_factor": lambda **kw: RepeatFactorSampler(IMAGES, 3, seed=1, threshold=0.05, **kw),
+}
+
+
+def test_in_a_real_process_group_each_rank_iterates_its_shard(tmp_path: Path) -> None:
+    """2 processes, gloo: rank and world size come from torch.distributed when iterating, so the
+    ranks' lists are the simulated shards: distinct, together the epoch's list."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from tests.conftest import free_port
+
+    mp.spawn(_iterate_in_process_group, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for name, make in SHARDED.items():
+        whole = epoch_list(make(rank=0, world_size=1), 2)
+        size = math.ceil(len(whole) / 2)
+        assert [len(r[name]) for r in ranks] == [size, size]
+        merged = [ranks[i % 2][name][i // 2] for i in range(2 * size)]
+        assert merged == (whole + whole)[: 2 * size], name
 
 
 def test_lightning_keeps_them_under_ddp() -> None:

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -43,7 +38,7 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_sync_bn_two_processes_equal_full_batch_bn(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     x, g = _data()
     x.requires_grad_(True)
     bn = torch.nn.BatchNorm2d(3).double()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,18 +21,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, free_port, run_cli
 from tests.sweep.sweep_data import metrics, readme_argv, small, write_imagefolder
 from visionkit.sweep import job
 
 pytestmark = pytest.mark.xdist_group("sweep-job")
 TIMEOUT = 600
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def results(path: Path) -> dict:

@@ -33,13 +33,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-def build_criterion(loss: Any, class_weights: Any, num_classes: int, **kwargs: Any) -> nn.Module:
-    """The LOSSES entry ``loss`` with ``kwargs`` and, given ``task.class_weights`` (one weight per
-    class; the runner turns a method name into the list from the training data), ``weight=``."""
-    from visionkit.registries import LOSSES
-
-    if class_weights is None:
-        return LOSSES.build(loss, **kwargs)
+def class_weight_list(class_weights: Any, num_classes: int) -> list[float]:
+    """``task.class_weights`` as one float per class (the runner turns a method name into the list
+    from the training data before the task is built); ConfigError for a name or a wrong length."""
     if isinstance(class_weights, str):
         raise ConfigError(
             f"task.class_weights={class_weights!r} needs the training data: build the task with "
@@ -48,6 +44,17 @@ def build_criterion(loss: Any, class_weights: Any, num_classes: int, **kwargs: A
     weights = [float(w) for w in plain(class_weights)]
     if len(weights) != num_classes:
         raise ConfigError(f"task.class_weights has {len(weights)} values for {num_classes} classes")
+    return weights
+
+
+def build_criterion(loss: Any, class_weights: Any, num_classes: int, **kwargs: Any) -> nn.Module:
+    """The LOSSES entry ``loss`` with ``kwargs`` and, given ``task.class_weights`` (one weight per
+    class, :func:`class_weight_list`), ``weight=``."""
+    from visionkit.registries import LOSSES
+
+    if class_weights is None:
+        return LOSSES.build(loss, **kwargs)
+    weights = class_weight_list(class_weights, num_classes)
     try:
         return LOSSES.build(loss, weight=weights, **kwargs)
     except TypeError:

@@ -17,10 +17,11 @@ import torch
 from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.data.labels import LabelMap
+from visionkit.errors import ConfigError
 from visionkit.evaluation.coco_evaluator import CocoEvaluator
 from visionkit.evaluation.coco_results import check_backend
 from visionkit.predictions import Detections, to_original_size
-from visionkit.tasks.base import BaseTask
+from visionkit.tasks.base import BaseTask, class_weight_list
 
 Target = dict[str, Any]
 
@@ -42,7 +43,9 @@ class DetectionTask(BaseTask):
     """Batches ``(list of images [3,H,W] in 0..1, list of target dicts)`` (see visionkit.data).
 
     ``metric_backend``: COCO evaluation backend; ``overlay_score_thresh``: minimum score drawn in
-    pictures; ``mask_threshold``: mask probability cut for exports and metrics.
+    pictures; ``mask_threshold``: mask probability cut for exports and metrics; ``class_weights``:
+    one weight per class for the head's classification loss (the focal losses of retinanet and
+    fcos; other heads: ConfigError).
     """
 
     task_name = "detection"
@@ -54,6 +57,7 @@ class DetectionTask(BaseTask):
         metric_backend: str = "faster_coco_eval",
         overlay_score_thresh: float = 0.5,
         mask_threshold: float = 0.5,
+        class_weights: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -61,8 +65,15 @@ class DetectionTask(BaseTask):
             metric_backend=metric_backend,
             overlay_score_thresh=overlay_score_thresh,
             mask_threshold=mask_threshold,
+            class_weights=class_weights,
             **kwargs,
         )
+        if class_weights is not None:
+            weights = class_weight_list(class_weights, self.num_classes)
+            setter = getattr(self.head, "set_class_weights", None)
+            if setter is None:
+                raise ConfigError(f"task.class_weights: {type(self.head).__name__} takes no class weights")  # fmt: skip
+            setter(weights)
         self.metric_backend = check_backend(metric_backend)
         self.overlay_score_thresh = overlay_score_thresh
         self.mask_threshold = mask_threshold

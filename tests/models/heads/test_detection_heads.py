@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,3 +153,89 @@ def test_image_size_below_one_or_max_below_min_is_refused(backbone: torch.nn.Mod
     for sizes in ({"min_size": 0}, {"min_size": 64, "max_size": 32}):
         with pytest.raises(ConfigError, match=r"model\.head\.min_size"):
             HEADS.build({"name": "retinanet", **sizes}, neck.feature_info, K)
+
+
+def _focal_oracle(logits: np.ndarray, labels: np.ndarray, weight: np.ndarray) -> float:
+    """Sum over anchors (labels >= -1) of w_label * sum_c alpha_t (1 - p_t)^2 CE, written out."""
+    keep = labels >= -1
+    x, lab = logits[keep].astype(np.float64), labels[keep]
+    t = np.zeros_like(x)
+    fg = lab >= 0
+    t[np.nonzero(fg)[0], lab[fg]] = 1.0
+    p = 1 / (1 + np.exp(-x))
+    ce = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    p_t = p * t + (1 - p) * (1 - t)
+    alpha_t = 0.25 * t + 0.75 * (1 - t)
+    w = np.where(fg, weight[np.clip(lab, 0, None)], 1.0)
+    return float((w * (alpha_t * (1 - p_t) ** 2 * ce).sum(1)).sum())
+
+
+def test_class_weighted_focal_loss_follows_its_formula() -> None:
+    from visionkit.models.heads.detector_base import class_weighted_focal_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, 4, generator=g, dtype=torch.float64) * 3
+    labels = torch.tensor([1, 2, 3, -1, -2] * 8)  # detector classes, background, between thresholds
+    weight = torch.tensor([1.0, 0.5, 4.0, 2.0], dtype=torch.float64)
+    got = class_weighted_focal_loss(logits, labels, weight)
+    expected = _focal_oracle(logits.numpy(), labels.numpy(), weight.numpy())
+    assert got.item() == pytest.approx(expected, rel=1e-10)
+
+
+def _loss_inputs(name: str, n_classes: int) -> tuple:
+    """compute_loss inputs of torchvision's RetinaNet / FCOS head for 2 images of 60 anchors:
+    anchors inside both boxes, matched to box 0 or 1, background (-1) or (RetinaNet) ignored (-2)."""
+    g = torch.Generator().manual_seed(1)
+    n = 60
+    anchors = [torch.tensor([[10.0, 10.0, 20.0, 20.0]]).repeat(n, 1)] * 2
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0], [5.0, 5.0, 30.0, 30.0]])
+    targets = [{"boxes": boxes, "labels": torch.tensor([1, 2])}, {"boxes": boxes[:1], "labels": torch.tensor([2])}]  # fmt: skip
+    codes = [0, 1, -1, -2] if name == "retinanet" else [0, 1, -1, -1]
+    matched = [torch.tensor(codes * (n // 4)), torch.tensor([0, -1, -1] * (n // 3))]
+    outputs = {
+        "cls_logits": torch.randn(2, n, n_classes, generator=g),
+        "bbox_regression": torch.rand(2, n, 4, generator=g),
+        "bbox_ctrness": torch.randn(2, n, 1, generator=g),
+    }
+    return targets, outputs, anchors, matched
+
+
+@pytest.mark.parametrize("name", ["retinanet", "fcos"])
+def test_class_weights_reach_the_focal_loss(backbone: torch.nn.Module, name: str) -> None:
+    """Weights 1 give torchvision's loss; weights w give the formula, normalised as torchvision
+    does (RetinaNet: per image by its foreground anchors, mean over images; FCOS: by all)."""
+    neck = NECKS.build({"name": "fpn", "out_channels": 16, "in_indices": [1, 2, 3]}, backbone.feature_info)  # fmt: skip
+    head = HEADS.build(DETECTORS[name], neck.feature_info, K)
+    tv_head = head.detector.head
+    inputs = _loss_inputs(name, K + 1)
+    plain = tv_head.compute_loss(*inputs)
+    head.set_class_weights([1.0, 1.0])
+    ones = tv_head.compute_loss(*inputs)
+    for key in plain:
+        torch.testing.assert_close(ones[key], plain[key])
+    head.set_class_weights([0.25, 3.0])  # classes 0, 1 = detector classes 1, 2
+    weighted = tv_head.compute_loss(*inputs)
+    targets, outputs, _, matched = inputs
+    weight = np.array([1.0, 0.25, 3.0])
+    labels = [np.where(m.numpy() >= 0, t["labels"].numpy()[m.clamp(min=0).numpy()], m.numpy()) for t, m in zip(targets, matched, strict=True)]  # fmt: skip
+    logits = outputs["cls_logits"].numpy()
+    if name == "retinanet":
+        expected = np.mean([_focal_oracle(x, lab, weight) / max(1, (lab >= 0).sum()) for x, lab in zip(logits, labels, strict=True)])  # fmt: skip
+    else:
+        lab = np.concatenate(labels)
+        expected = _focal_oracle(logits.reshape(-1, K + 1), lab, weight) / max(1, (lab >= 0).sum())  # fmt: skip
+    assert weighted["classification"].item() == pytest.approx(expected, rel=1e-5)
+    assert weighted["classification"].item() != pytest.approx(plain["classification"].item(), rel=1e-3)  # fmt: skip
+    for key in set(plain) - {"classification"}:  # the box losses do not change
+        torch.testing.assert_close(weighted[key], plain[key])
+    assert "class_weight" not in "".join(
+        head.state_dict()
+    )  # checkpoints: kept as task.class_weights
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn", "maskrcnn"])
+def test_class_weights_on_a_softmax_head_are_a_config_error(backbone: torch.nn.Module, name: str) -> None:  # fmt: skip
+    neck = NECKS.build({"name": "fpn", "out_channels": 16, "in_indices": [1, 2, 3]}, backbone.feature_info)  # fmt: skip
+    head = HEADS.build(DETECTORS[name], neck.feature_info, K)
+    with pytest.raises(ConfigError, match=f"task.class_weights: the {name} head.*retinanet"):
+        head.set_class_weights([1.0, 2.0])

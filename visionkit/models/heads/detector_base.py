@@ -177,6 +177,36 @@ class DetectorOptions:
         }
 
 
+def anchor_labels(labels: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
+    """Each anchor's detector class from torchvision's matcher output ``matched`` [A] (index of the
+    matched box, or -1 background, -2 between the IoU thresholds): the class where matched, else
+    ``matched`` itself."""
+    out = matched.clone()
+    fg = matched >= 0
+    out[fg] = labels[matched[fg]]
+    return out
+
+
+def class_weighted_focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor
+) -> torch.Tensor:
+    """Sum over anchors of ``w_a * sum_c FL(logits[a, c], onehot[a, c])``, torchvision's sigmoid
+    focal loss (alpha 0.25, gamma 2), where ``w_a`` is the weight of anchor ``a``'s class (``labels``
+    [A] >= 0, indexing ``class_weight`` [C]), 1 for background (-1); other labels (-2) are ignored.
+    With every weight 1 it is exactly the unweighted sum torchvision's RetinaNet and FCOS use."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    valid = labels >= -1
+    logits, labels = logits[valid], labels[valid]
+    fg = labels >= 0
+    target = torch.zeros_like(logits)
+    target[fg, labels[fg]] = 1.0
+    per_anchor = sigmoid_focal_loss(logits, target, reduction="none").sum(dim=-1)
+    weight = torch.ones_like(per_anchor)
+    weight[fg] = class_weight.to(per_anchor)[labels[fg]]
+    return (weight * per_anchor).sum()
+
+
 class DetectorHead(nn.Module):
     """Base: holds ``self.detector`` (a torchvision detector whose backbone is TaskFeatures).
 
@@ -187,6 +217,7 @@ class DetectorHead(nn.Module):
 
     detector: nn.Module
     adapter: TaskFeatures
+    takes_class_weights = False  # detector.head.compute_loss reads a class_weight buffer
 
     def __init__(
         self,
@@ -197,6 +228,7 @@ class DetectorHead(nn.Module):
     ) -> None:
         super().__init__()
         check_detector_options(name, type(self), detector_class, options)
+        self.head_name = name
         self.channels = common_channels(feature_info, name)
         self.adapter = TaskFeatures(self.channels)
 
@@ -216,3 +248,15 @@ class DetectorHead(nn.Module):
         if isinstance(out, dict):  # training: losses
             return out
         return [{**d, "labels": from_detector_labels(d["labels"])} for d in out]
+
+    def set_class_weights(self, weights: Sequence[float]) -> None:
+        """Weight the classification loss per class (``task.class_weights``, one per class 0..K-1):
+        sets ``detector.head.class_weight`` (detector classes, background first) where the head's
+        loss reads it (``takes_class_weights``), else a ConfigError naming the head."""
+        if not self.takes_class_weights:
+            raise ConfigError(
+                f"task.class_weights: the {self.head_name} head's classification loss takes no "
+                "class weights; the focal losses of model/head=retinanet and model/head=fcos do "
+                "(or use data.sampler=repeat_factor)"
+            )
+        self.detector.head.class_weight = torch.tensor([1.0, *(float(w) for w in weights)])

@@ -6,6 +6,7 @@ import math
 from functools import partial
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection._utils import BoxLinearCoder
@@ -14,7 +15,12 @@ from torchvision.models.detection.fcos import FCOSHead as TVFCOSHead
 
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.models.heads.detector_base import DetectorHead, DetectorOptions
+from visionkit.models.heads.detector_base import (
+    DetectorHead,
+    DetectorOptions,
+    anchor_labels,
+    class_weighted_focal_loss,
+)
 
 
 class _FCOSHead(TVFCOSHead):
@@ -26,13 +32,28 @@ class _FCOSHead(TVFCOSHead):
         self.box_coder = BoxLinearCoder(normalize_by_size=True)
         self.classification_head = FCOSClassificationHead(channels, 1, num_classes, num_convs, norm_layer=norm)  # fmt: skip
         self.regression_head = FCOSRegressionHead(channels, 1, num_convs, norm_layer=norm)
+        self.register_buffer("class_weight", None, persistent=False)
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], head_outputs: dict[str, torch.Tensor], anchors: list[torch.Tensor], matched_idxs: list[torch.Tensor]) -> dict[str, torch.Tensor]:  # fmt: skip
+        """torchvision's losses; with ``class_weight`` (per detector class, background column
+        first) the classification focal loss weights each foreground point by its class
+        (:func:`class_weighted_focal_loss`), still divided by the number of foreground points."""
+        losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+        if self.class_weight is None:
+            return losses
+        labels = torch.stack([anchor_labels(t["labels"], m) for t, m in zip(targets, matched_idxs, strict=True)])  # fmt: skip
+        loss = class_weighted_focal_loss(head_outputs["cls_logits"].flatten(0, 1), labels.flatten(), self.class_weight)  # fmt: skip
+        losses["classification"] = loss / max(1, int((labels >= 0).sum()))
+        return losses
 
 
 class FCOSHead(DetectorHead):
     """One point per location; ``anchor_sizes`` (default ``anchor_scale * reduction``) set the
     centre-sampling scale per level; ``min_size``/``max_size``, ``score_thresh``,
-    ``detections_per_img`` are config keys.
+    ``detections_per_img`` are config keys. ``task.class_weights`` weight the focal loss per class.
     """
+
+    takes_class_weights = True
 
     def __init__(
         self,
