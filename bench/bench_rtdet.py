@@ -24,6 +24,7 @@ MODELS = {
     "fasterrcnn (default)": ["task=detection"],
     "rtdet_n": ["experiment=rtdet_n"],
     "rtdet_n strides 4/8/16": ["experiment=rtdet_n", "model.backbone.num_stages=3"],
+    "rtdet_s": ["experiment=rtdet_s"],
 }
 
 
@@ -134,7 +135,7 @@ def main_learn(args: argparse.Namespace) -> None:
         rows.append([name, args.learn, seen, f"{map50:.3f}", f"{map_:.3f}"])
         print(rows[-1], flush=True)
     write_table(
-        "rtdet_learning",
+        "rtdet_learning" + args.name,
         f"rtdet vs Faster R-CNN at equal CPU time, shapes detection 64 px, {args.threads} thread(s)",
         ["model", "train CPU s", "images seen", "val mAP@0.5", "val mAP"],
         rows,
@@ -150,7 +151,8 @@ def main() -> None:
     parser.add_argument("--learn", type=float, default=0.0, help="CPU seconds of training per model (learning mode)")  # fmt: skip
     parser.add_argument("--val-images", type=int, default=400)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--models", nargs="*", default=None)
+    parser.add_argument("--models", nargs="*", default=["fasterrcnn (default)", "rtdet_n", "rtdet_n strides 4/8/16"])  # fmt: skip
+    parser.add_argument("--name", default="", help="suffix of the results file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -171,7 +173,7 @@ def main() -> None:
         rows.append([name, f"{params:.2f}", f"{train_ips:.0f}", *(f"{v:.1f}" for v in phases.values()), f"{b1:.0f}", f"{b16:.0f}"])  # fmt: skip
         print(rows[-1], flush=True)
     write_table(
-        "rtdet_speed",
+        "rtdet_speed" + args.name,
         f"rtdet vs Faster R-CNN, shapes detection 64 px, {args.threads} thread(s), batch 16",
         [
             "model",
