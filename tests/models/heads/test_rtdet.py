@@ -199,4 +199,8 @@ def test_bad_options_are_config_errors() -> None:
         HEADS.build({"name": "rtdet"}, [FeatureInfo(8, 8), FeatureInfo(16, 16)], 3)
     with pytest.raises(ConfigError, match="prior_prob"):
         head(prior_prob=1.5)
+    with pytest.raises(ConfigError, match=r"model\.head\.min_size"):
+        head(min_size=64, max_size=32)
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['topks'\].*Did you mean topk\?"):
+        head(topks=3)
     assert math.isclose(head().detector.cls_pred.bias[0].item(), -math.log(99), rel_tol=1e-6)

@@ -33,7 +33,12 @@ from torchvision.ops import batched_nms, generalized_box_iou_loss
 from visionkit.errors import ConfigError
 from visionkit.layers.blocks import ConvNormAct
 from visionkit.models.backbones.base import FeatureInfo
-from visionkit.models.heads.detector_base import IMAGENET_MEAN, IMAGENET_STD, common_channels
+from visionkit.models.heads.detector_base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    common_channels,
+    image_transform_options,
+)
 
 Target = dict[str, torch.Tensor]
 FeatureFn = Callable[[torch.Tensor], list[torch.Tensor]]
@@ -386,12 +391,10 @@ class RTDetHead(nn.Module):
         channels = common_channels(feature_info, "rtdet")
         if num_convs < 0 or topk < 1 or not 0 < prior_prob < 1:
             raise ConfigError(f"rtdet: num_convs >= 0, topk >= 1 and 0 < prior_prob < 1 needed, got {num_convs}, {topk}, {prior_prob} (config keys model.head.*)")  # fmt: skip
-        if int(min_size) < 1 or (max_size is not None and int(max_size) < int(min_size)):
-            raise ConfigError(f"model.head.min_size must be >= 1 and model.head.max_size >= min_size, got {min_size} and {max_size}")  # fmt: skip
         strides = [f.reduction for f in feature_info]
-        max_size = int(max_size) if max_size is not None else round(int(min_size) * 1333 / 800)
+        sizes = image_transform_options(min_size, max_size, image_mean, image_std)  # checked
         divisible = int(options.get("size_divisible", 1))
-        transform = ImageTransform(min_size, max_size, image_mean, image_std, divisible)
+        transform = ImageTransform(sizes["min_size"], sizes["max_size"], image_mean, image_std, divisible)  # fmt: skip
         assigner = TaskAlignedAssigner(topk, alpha, beta, center_radius)
         self.detector = RTDetector(
             channels, strides, num_classes, num_convs, norm, act, transform, assigner, box_weight,
