@@ -3,9 +3,12 @@
 Training images/s (forward, loss/assignment, backward, AdamW step on batches already in memory),
 inference images/s at batch 1 and 16, and a per-step profile (forward, loss, backward, optimizer),
 on ``data=shapes task=detection`` (64 px), ``--threads`` torch threads. Prints a table and saves
-bench/results/rtdet_speed.md. AP at equal wall time comes from the CLI runs in bench/results/rtdet.md.
+bench/results/rtdet_speed.md; ``--learn SECONDS``: val mAP after that many CPU seconds of training
+(bench/results/rtdet_learning.md). Summary and reading: bench/results/rtdet.md.
 
     python bench/bench_rtdet.py --threads 1
+    python bench/bench_rtdet.py --threads 1 --learn 150 --val-images 200
+    python bench/bench_rtdet.py --threads 1 --learn 150 --val-images 200 --models rtdet_s --name _s
 """
 
 from __future__ import annotations
