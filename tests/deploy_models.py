@@ -40,6 +40,25 @@ MODELS: dict[str, dict[str, Any]] = {
         },
     },
 }
+# the real-time detector (cspnet + pafpn + rtdet), exported like the torchvision ones
+RTDET = {
+    "backbone": {
+        "name": "cspnet",
+        "widen_factor": 0.125,
+        "num_stages": 3,
+        "act": "swish",
+        "norm": "bn",
+    },
+    "neck": {"name": "pafpn", "out_channels": 8, "in_indices": [1, 2, 3], "act": "swish"},
+    "head": {
+        "name": "rtdet",
+        "min_size": 64,
+        "max_size": 64,
+        "num_convs": 1,
+        "score_thresh": 0.0,
+        "detections_per_img": 20,
+    },
+}
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
@@ -50,8 +69,9 @@ def preprocessing(task: str, image_size: int = 40) -> dict[str, Any]:
     return {"image_size": image_size, "mean": MEAN, "std": STD, "eval_transforms": specs, "normalize": not detection}  # fmt: skip
 
 
-def build(task_name: str, seed: int = 0) -> Any:
-    """An untrained (seeded) task with the 3-class label map, in eval mode."""
+def build(task_name: str, seed: int = 0, model: dict[str, Any] | None = None) -> Any:
+    """An untrained (seeded) task with the 3-class label map, in eval mode (``model``: another
+    model config than the task's in MODELS)."""
     from visionkit.registries import TASKS
 
     torch.manual_seed(seed)
@@ -59,7 +79,7 @@ def build(task_name: str, seed: int = 0) -> Any:
     if task_name == "semantic_segmentation":  # index 0 is the background class
         label_map = {"names": ["background", *LABEL_MAP["names"]], "ids": [0, *LABEL_MAP["ids"]]}
     task = TASKS.get(task_name)(
-        model=MODELS[task_name],
+        model=model or MODELS[task_name],
         num_classes=len(label_map["ids"]),
         label_map=label_map,
         preprocessing=preprocessing(task_name),

@@ -1,6 +1,6 @@
 """BACKBONES: every file registers its backbones; all follow the contract in ``base``."""
 
-from visionkit.models.backbones import mobilenet, simple_cnn, timm_backbone, vgg  # noqa: F401
+from visionkit.models.backbones import cspnet, mobilenet, simple_cnn, timm_backbone, vgg  # noqa: F401
 from visionkit.registries import BACKBONES
 
 # torchvision-layout networks (lazy: they import torchvision)

@@ -4,3 +4,4 @@ from visionkit.registries import NECKS
 
 NECKS.register("visionkit.models.necks.fpn:FPN", name="fpn")
 NECKS.register("visionkit.models.necks.tv_fpn:TorchvisionFPN", name="tv_fpn")
+NECKS.register("visionkit.models.necks.pafpn:PAFPN", name="pafpn")

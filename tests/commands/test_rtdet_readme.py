@@ -1,0 +1,52 @@
+"""The README's real-time detector command, as written (its placeholder root replaced by COCO data
+written here, FAST appended): one CLI run; its test mAP equals pycocotools on its detections.json."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.commands.test_own_data import assert_in_original_pixels, coco_stats, write_coco
+from tests.conftest import FAST, ROOT, run_cli
+
+STATS = ("map", "map_50", "map_75")
+
+
+def readme_command() -> str:
+    """The one command of README.md's "### Real-time detection" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n### Real-time detection", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README's real-time detection section has no ```bash block"
+    lines = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
+    (command,) = [line for line in lines if line]
+    return command
+
+
+@pytest.mark.xdist_group("rtdet-cli")
+def test_readme_rtdet_command_trains_and_tests_on_coco(tmp_path: Path, data_dir: Path) -> None:
+    command = readme_command()
+    assert "experiment=rtdet_n" in command and "/data/mycoco" in command
+    root = write_coco(tmp_path / "coco")
+    words = shlex.split(command.replace("/data/mycoco", str(root)))
+    assert words[:3] == ["python", "-m", "visionkit"], command
+    # two batches of training: keep every score, so that there are detections to evaluate
+    extra = ["trainer.limit_test_batches=1.0", "model.head.score_thresh=0.0", "hydra.run.dir=run"]
+    run_cli(*words[3:], *FAST, *extra, cwd=tmp_path, data_dir=data_dir, timeout=600, check=True)
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    config = (run / "config.yaml").read_text()
+    assert "name: rtdet" in config and "name: cspnet" in config and "name: pafpn" in config
+    assert results["test/evaluated_all_images"] is True
+    gt_file = root / "annotations" / "instances_test.json"
+    gt = json.loads(gt_file.read_text())
+    dets = json.loads(Path(results["test/detections"]).read_text())
+    assert len(dets) == 100 * len(gt["images"])  # detections_per_img, every image
+    assert {d["category_id"] for d in dets} <= {c["id"] for c in gt["categories"]}
+    assert_in_original_pixels(dets, {im["id"]: (im["width"], im["height"]) for im in gt["images"]})
+    oracle = coco_stats(gt_file, dets, "bbox")
+    assert [results[f"test/{k}"] for k in STATS] == pytest.approx(oracle[:3], abs=1e-4)

@@ -1,0 +1,206 @@
+"""rtdet: assigner on constructed cases, losses against their formulas, the batched
+post-processing against a per-image torchvision loop, the batched transform against torchvision's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import batched_nms
+
+from visionkit.errors import ConfigError
+from visionkit.models.backbones.base import FeatureInfo
+from visionkit.models.heads.rtdet import (  # fmt: skip
+    ImageTransform,
+    TaskAlignedAssigner,
+    pairwise_iou,
+    varifocal_loss,
+)
+from visionkit.registries import HEADS
+
+LEVELS = [FeatureInfo(8, 8), FeatureInfo(8, 16)]
+
+
+def head(**kw):
+    torch.manual_seed(0)
+    return HEADS.build({"name": "rtdet", "min_size": 64, "max_size": 64, "num_convs": 1, **kw}, LEVELS, 3)  # fmt: skip
+
+
+def test_assigner_takes_the_best_aligned_candidates_and_resolves_overlaps() -> None:
+    # five points on a row (stride 8); box A covers points 0-2, box B points 2-3
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [28.0, 4.0], [60.0, 60.0]])
+    strides = torch.full((5,), 8.0)
+    gt = torch.tensor([[[0.0, 0.0, 24.0, 8.0], [16.0, 0.0, 32.0, 8.0]]])
+    labels = torch.tensor([[0, 1]])
+    scores = torch.full((1, 5, 2), 0.5)
+    scores[0, 0, 0] = 0.9  # point 0 is the most confident for A
+    # predicted boxes: point 2 overlaps B exactly, A partly; the others overlap A moderately
+    boxes = torch.tensor([[[0.0, 0.0, 16.0, 8.0], [0.0, 0.0, 16.0, 8.0], [16.0, 0.0, 32.0, 8.0], [20.0, 0.0, 32.0, 8.0], [56.0, 56.0, 64.0, 64.0]]])  # fmt: skip
+    assigner = TaskAlignedAssigner(topk=2, alpha=1.0, beta=1.0, center_radius=0.0)
+    fg, idx = assigner(scores, boxes, points, strides, gt, labels, torch.tensor([[True, True]]))
+    # A: alignment 0.9*2/3 (p0), 0.5*2/3 (p1), 0.5*1/3 (p2) -> p0, p1; B: p2 (0.5*1), p3 (0.5*0.75)
+    assert fg[0].tolist() == [True, True, True, True, False]
+    assert idx[0, :4].tolist() == [0, 0, 1, 1]
+    # B with topk 3 still only has its 2 candidates; A's top 3 include p2, which overlaps B more
+    fg, idx = TaskAlignedAssigner(topk=3, alpha=1.0, beta=1.0, center_radius=0.0)(scores, boxes, points, strides, gt, labels, torch.tensor([[True, True]]))  # fmt: skip
+    assert fg[0].tolist() == [True, True, True, True, False] and idx[0, 2] == 1
+    # the centre radius makes the far point a candidate of nothing, near ones of a tiny box
+    tiny = torch.tensor([[[13.0, 3.0, 14.0, 5.0], [0.0, 0.0, 0.0, 0.0]]])
+    fg, idx = TaskAlignedAssigner(topk=1, center_radius=1.0)(scores, boxes, points, strides, tiny, labels, torch.tensor([[True, False]]))  # fmt: skip
+    assert fg[0].sum() == 1 and idx[0, fg[0]].tolist() == [0]
+
+
+def test_assigner_without_ground_truth_assigns_nothing() -> None:
+    fg, idx = TaskAlignedAssigner()(torch.rand(2, 7, 3), torch.rand(2, 7, 4), torch.rand(7, 2), torch.ones(7), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.bool))  # fmt: skip
+    assert not fg.any() and fg.shape == idx.shape == (2, 7)
+
+
+def test_pairwise_iou_equals_torchvision() -> None:
+    from torchvision.ops import box_iou
+
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 2) * 20, torch.rand(2, 5, 2) * 20
+    a, b = torch.cat([a, a + torch.rand(2, 3, 2) * 10 + 1], -1), torch.cat([b, b + torch.rand(2, 5, 2) * 10 + 1], -1)  # fmt: skip
+    for i in range(2):
+        torch.testing.assert_close(pairwise_iou(a, b)[i], box_iou(a[i], b[i]))
+
+
+def test_varifocal_loss_formula() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, -3.0]])
+    q = torch.tensor([[0.8, 0.0], [0.0, 0.0]])
+    p = 1 / (1 + np.exp(-logits.numpy()))
+    bce = -(q.numpy() * np.log(p) + (1 - q.numpy()) * np.log(1 - p))
+    weight = np.where(q.numpy() > 0, q.numpy(), 0.75 * p**2)
+    assert varifocal_loss(logits, q).item() == pytest.approx(float((bce * weight).sum()), rel=1e-5)
+
+
+def giou(a: np.ndarray, b: np.ndarray) -> float:
+    """Generalised IoU of two xyxy boxes (Rezatofighi et al.), the oracle of the box loss."""
+    iw, ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))  # fmt: skip
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    hull = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+    return inter / union - (hull - union) / hull
+
+
+def test_losses_follow_their_formulas() -> None:
+    det = head(box_weight=2.0).detector
+    torch.manual_seed(1)
+    n, k = 6, 3
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [4.0, 12.0], [8.0, 8.0], [24.0, 24.0]])  # fmt: skip
+    strides = torch.tensor([8.0, 8.0, 8.0, 8.0, 16.0, 16.0])
+    logits = torch.randn(1, n, k)
+    boxes = torch.cat([points - 5 - torch.rand(n, 2) * 4, points + 5 + torch.rand(n, 2) * 4], -1)[None]  # fmt: skip
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 16.0, 10.0]]), "labels": torch.tensor([2])}]
+    fg, _ = det.assigner(logits.sigmoid(), boxes, points, strides, targets[0]["boxes"][None], targets[0]["labels"][None], torch.tensor([[True]]))  # fmt: skip
+    losses = det.loss(logits, boxes, points, strides, targets)
+    pos = fg[0].nonzero().flatten().tolist()
+    assert pos, "the constructed case has positives"
+    gt = targets[0]["boxes"][0].numpy()
+    q = torch.zeros(n, k)
+    box_sum = 0.0
+    for i in pos:
+        b = boxes[0, i].numpy()
+        iw, ih = max(0, min(b[2], gt[2]) - max(b[0], gt[0])), max(0, min(b[3], gt[3]) - max(b[1], gt[1]))  # fmt: skip
+        inter = iw * ih
+        q[i, 2] = max(
+            float(inter / ((b[2] - b[0]) * (b[3] - b[1]) + 160.0 - inter)), 1e-6
+        )  # a positive keeps a target > 0
+        box_sum += 1 - giou(b, gt)
+    assert losses["loss_cls"].item() == pytest.approx(varifocal_loss(logits[0], q).item() / len(pos), rel=1e-4)  # fmt: skip
+    assert losses["loss_box"].item() == pytest.approx(2.0 * box_sum / len(pos), rel=1e-4)
+
+
+def reference_postprocess(det, logits, boxes, sizes, originals) -> list[dict]:
+    """One image at a time, with torchvision's batched_nms per image (class groups)."""
+    out = []
+    for i in range(len(logits)):
+        scores = logits[i].sigmoid().flatten()
+        top, index = scores.topk(min(det.pre_nms_top_n, len(scores)))
+        keep = top > det.score_thresh
+        top, index = top[keep], index[keep]
+        point, labels = index // logits.shape[-1], index % logits.shape[-1]
+        h, w = sizes[i].tolist()
+        bx = boxes[i, point].clone()
+        bx[:, 0::2] = bx[:, 0::2].clamp(0, w)
+        bx[:, 1::2] = bx[:, 1::2].clamp(0, h)
+        bx = bx * (originals[i] / sizes[i]).flip(0).repeat(2)
+        kept = batched_nms(bx, top, labels, det.nms_thresh)[: det.detections_per_img]
+        out.append({"boxes": bx[kept], "labels": labels[kept], "scores": top[kept]})
+    return out
+
+
+def test_batched_postprocess_equals_a_per_image_loop() -> None:
+    det = head(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=40, detections_per_img=7).detector
+    torch.manual_seed(2)
+    b, n, k = 4, 30, 3
+    logits = torch.randn(b, n, k) * 2
+    logits[3] = -10.0  # an image without detections
+    xy = torch.rand(b, n, 2) * 48
+    boxes = torch.cat([xy - 4, xy + torch.rand(b, n, 2) * 24 + 2], -1)
+    sizes = torch.tensor([[64.0, 64.0], [64.0, 48.0], [32.0, 64.0], [64.0, 64.0]])
+    originals = torch.tensor([[128.0, 128.0], [64.0, 48.0], [40.0, 100.0], [64.0, 64.0]])
+    got = det.postprocess(logits, boxes, sizes, originals)
+    want = reference_postprocess(det, logits, boxes, sizes, originals)
+    assert [len(g["boxes"]) for g in got] == [len(w["boxes"]) for w in want]
+    assert len(want[0]["boxes"]) == 7 and len(want[3]["boxes"]) == 0
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g["boxes"], w["boxes"])
+        torch.testing.assert_close(g["scores"], w["scores"])
+        assert g["labels"].tolist() == w["labels"].tolist() and g["labels"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("shapes", [[(3, 64, 64)] * 2, [(3, 40, 64), (3, 64, 50), (3, 33, 33)]])
+def test_transform_equals_torchvision(shapes: list[tuple[int, int, int]]) -> None:
+    torch.manual_seed(3)
+    images = [torch.rand(s) for s in shapes]
+    ours = ImageTransform(48, 80, [0.4, 0.5, 0.6], [0.2, 0.3, 0.25], 16)
+    tv = GeneralizedRCNNTransform(48, 80, [0.4, 0.5, 0.6], [0.2, 0.3, 0.25], size_divisible=16)
+    x, sizes, originals = ours(images)
+    ref, _ = tv(images)
+    assert sizes.tolist() == [list(s) for s in ref.image_sizes]
+    assert originals.tolist() == [list(s[1:]) for s in shapes]
+    assert x.shape == ref.tensors.shape
+    torch.testing.assert_close(x, ref.tensors, atol=1e-5, rtol=0)
+
+
+def test_outputs_in_training_and_evaluation() -> None:
+    h = head(score_thresh=0.0, detections_per_img=5)
+    conv = torch.nn.Conv2d(3, 8, 1)
+
+    def features(x: torch.Tensor) -> list[torch.Tensor]:
+        return [conv(x[..., ::8, ::8]), conv(x[..., ::16, ::16])]
+
+    images = [torch.rand(3, 48, 64), torch.rand(3, 64, 40)]
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]  # fmt: skip
+    losses = h.train()(images, targets, features)
+    assert set(losses) == {"loss_cls", "loss_box"} and all(torch.isfinite(v) for v in losses.values())  # fmt: skip
+    sum(losses.values()).backward()
+    assert conv.weight.grad.abs().sum() > 0
+    empty = h(images, [targets[1], targets[1]], features)  # no objects in the batch
+    assert empty["loss_box"] == 0 and torch.isfinite(empty["loss_cls"])
+    h.eval()
+    with torch.no_grad():
+        out = h(images, None, features)
+    for o, im in zip(out, images, strict=True):
+        assert o["boxes"].shape == (5, 4) and o["labels"].shape == o["scores"].shape == (5,)
+        assert o["labels"].max() < 3 and (o["boxes"][:, 2:] <= o["boxes"].new_tensor(im.shape[-2:]).flip(0)).all()  # fmt: skip
+    h.set_thresholds(score_thresh=1.0)
+    with torch.no_grad():
+        assert all(len(o["boxes"]) == 0 for o in h(images, None, features))
+
+
+def test_bad_options_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="equal channels"):
+        HEADS.build({"name": "rtdet"}, [FeatureInfo(8, 8), FeatureInfo(16, 16)], 3)
+    with pytest.raises(ConfigError, match="prior_prob"):
+        head(prior_prob=1.5)
+    with pytest.raises(ConfigError, match=r"model\.head\.min_size"):
+        head(min_size=64, max_size=32)
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['topks'\].*Did you mean topk\?"):
+        head(topks=3)
+    assert math.isclose(head().detector.cls_pred.bias[0].item(), -math.log(99), rel_tol=1e-6)

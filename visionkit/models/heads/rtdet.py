@@ -1,0 +1,414 @@
+"""``rtdet``: a real-time one-stage anchor-free detector head (in the spirit of YOLOX / RTMDet /
+PP-YOLOE), built for batches: every step is a tensor operation over the whole batch.
+
+* decoupled head: per level (weights shared across levels) ``num_convs`` 3x3 convs for classes
+  and as many for boxes; one point per location predicts K class logits and the distances
+  (left, top, right, bottom) to the box edges, ``exp(.) * stride``;
+* task-aligned assignment (TOOD): for each ground-truth box, the ``topk`` candidate points (centre
+  inside the box or within ``center_radius`` strides of its centre) with the largest
+  ``score ** alpha * iou ** beta``; a point claimed by several boxes keeps the one it overlaps most;
+* IoU-aware classification: varifocal loss whose positive target is the IoU of the predicted box
+  with its assigned box; GIoU box loss; both normalised by the number of positives;
+* post-processing: one score threshold and top-k over the batch, one ``batched_nms`` for the whole
+  batch (image x class groups), ``detections_per_img`` by rank; no per-image Python loop.
+
+The head contract is the detectors' (:mod:`visionkit.models.heads.detector_base`): images are a
+list of float [3,H,W] in 0..1 that the head normalises and resizes (``min_size``/``max_size``, as
+torchvision's detectors); labels are 0..K-1 (no background index).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, generalized_box_iou_loss
+
+from visionkit.errors import ConfigError
+from visionkit.layers.blocks import ConvNormAct
+from visionkit.models.backbones.base import FeatureInfo
+from visionkit.models.heads.detector_base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    common_channels,
+    image_transform_options,
+)
+
+Target = dict[str, torch.Tensor]
+FeatureFn = Callable[[torch.Tensor], list[torch.Tensor]]
+MAX_EXP = math.log(1000.0)  # distances at most 1000 strides: keeps exp finite early in training
+
+
+# -- batched image transform ---------------------------------------------------------------------
+class ImageTransform(nn.Module):
+    """Normalise and resize like torchvision's detector transform (shorter side ``min_size``,
+    longer at most ``max_size``), batched: images of one size are resized in one call.
+
+    Attributes ``min_size`` (tuple), ``max_size``, ``image_mean``, ``image_std`` and ``resize`` are
+    named as torchvision's, which the export reads and replaces (:class:`visionkit.export.DetectorModel`).
+    """
+
+    def __init__(self, min_size: int, max_size: int, image_mean: Sequence[float], image_std: Sequence[float], size_divisible: int) -> None:  # fmt: skip
+        super().__init__()
+        self.min_size = (int(min_size),)
+        self.max_size = int(max_size)
+        self.image_mean, self.image_std = list(image_mean), list(image_std)
+        self.size_divisible = int(size_divisible)
+
+    def scale(self, height: int, width: int) -> float:
+        return min(self.min_size[-1] / min(height, width), self.max_size / max(height, width))
+
+    def resize(self, image: torch.Tensor, target: Any = None) -> tuple[torch.Tensor, Any]:
+        """One image [C,H,W] (or a batch [B,C,H,W] of one size) resized as torchvision does."""
+        scale = self.scale(*image.shape[-2:])
+        if scale == 1.0:
+            return image, target
+        batch = image if image.dim() == 4 else image[None]
+        out = F.interpolate(batch, scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False)  # fmt: skip
+        return (out if image.dim() == 4 else out[0]), target
+
+    def forward(
+        self, images: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (batch [B,3,H,W] normalised, resized and padded; per image [h, w] after resizing
+        and before, float). Sizes are read with ``_shape_as_tensor``: dynamic in an ONNX graph."""
+        mean = images[0].new_tensor(self.image_mean)[:, None, None]
+        std = images[0].new_tensor(self.image_std)[:, None, None]
+        if len({tuple(im.shape) for im in images}) == 1:  # the common case: one resize per batch
+            x, _ = self.resize((torch.stack(images) - mean) / std)
+            n = len(images)
+            sizes = _hw(x).expand(n, 2)
+            originals = _hw(images[0]).expand(n, 2)
+        else:
+            resized = [self.resize((im - mean) / std)[0] for im in images]
+            sizes = torch.stack([_hw(im) for im in resized])
+            originals = torch.stack([_hw(im) for im in images])
+            h, w = (max(im.shape[i] for im in resized) for i in (-2, -1))
+            x = resized[0].new_zeros(len(resized), resized[0].shape[0], h, w)
+            for i, im in enumerate(resized):
+                x[i, :, : im.shape[-2], : im.shape[-1]] = im
+        if self.size_divisible > 1:  # (not needed by 'same'-padded strided convs: default 1)
+            d = self.size_divisible
+            x = F.pad(x, (0, (-x.shape[-1]) % d, 0, (-x.shape[-2]) % d))
+        return x, sizes.to(x.device), originals.to(x.device)
+
+
+def _hw(image: torch.Tensor) -> torch.Tensor:
+    """[h, w] of an image (or batch) as a float tensor, traced as a shape in exported graphs."""
+    return torch._shape_as_tensor(image)[-2:].float()
+
+
+# -- points, boxes, assignment, losses -----------------------------------------------------------
+def level_points(maps: Sequence[torch.Tensor], strides: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Cell centres (x, y) in input pixels of every location of every level, [N,2], and their
+    strides [N], in the order the head flattens its outputs (level by level, row-major)."""
+    points, per_point = [], []
+    for m, s in zip(maps, strides, strict=True):
+        h, w = m.shape[-2:]
+        ys = (torch.arange(h, device=m.device, dtype=torch.float32) + 0.5) * s
+        xs = (torch.arange(w, device=m.device, dtype=torch.float32) + 0.5) * s
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1))
+        per_point.append(torch.full_like(xx.reshape(-1), float(s)))
+    return torch.cat(points), torch.cat(per_point)
+
+
+def decode_boxes(points: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+    """(left, top, right, bottom) distances [..., N, 4] from points [N,2] -> xyxy boxes."""
+    return torch.cat([points - distances[..., :2], points + distances[..., 2:]], dim=-1)
+
+
+def pad_targets(targets: Sequence[Target], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Ground truth of a batch padded to its largest count: boxes [B,G,4], labels [B,G], valid [B,G]."""
+    g = max((len(t["boxes"]) for t in targets), default=0)
+    boxes = torch.zeros(len(targets), g, 4, device=device)
+    labels = torch.zeros(len(targets), g, dtype=torch.long, device=device)
+    valid = torch.zeros(len(targets), g, dtype=torch.bool, device=device)
+    for i, t in enumerate(targets):
+        n = len(t["boxes"])
+        boxes[i, :n] = t["boxes"].to(device, torch.float32)
+        labels[i, :n] = t["labels"].to(device)
+        valid[i, :n] = True
+    return boxes, labels, valid
+
+
+def pairwise_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """IoU of boxes a [B,G,4] with b [B,N,4] -> [B,G,N] (batched torchvision ``box_iou``)."""
+    lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
+    rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[:, :, None] + area_b[:, None, :] - inter + eps)
+
+
+def elementwise_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """IoU of matching rows of a [..., 4] and b [..., 4]."""
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1) + (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)  # fmt: skip
+    return inter / (area - inter + eps)
+
+
+class TaskAlignedAssigner(nn.Module):
+    """Task-aligned label assignment (TOOD, PP-YOLOE), batched over images and ground truths.
+
+    For each ground-truth box: candidates are points whose centre lies inside it or within
+    ``center_radius`` strides of its centre; the ``topk`` candidates with the largest alignment
+    ``s ** alpha * iou ** beta`` (s: predicted score of the box's class, iou: of the predicted
+    box) become positives. A point positive for several boxes keeps the one with the largest IoU.
+    """
+
+    def __init__(self, topk: int = 10, alpha: float = 1.0, beta: float = 6.0, center_radius: float = 2.5) -> None:  # fmt: skip
+        super().__init__()
+        self.topk, self.alpha, self.beta, self.center_radius = int(topk), float(alpha), float(beta), float(center_radius)  # fmt: skip
+
+    @torch.no_grad()
+    def forward(
+        self,
+        scores: torch.Tensor,
+        boxes: torch.Tensor,
+        points: torch.Tensor,
+        strides: torch.Tensor,
+        gt_boxes: torch.Tensor,
+        gt_labels: torch.Tensor,
+        gt_valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """scores [B,N,K] (probabilities), boxes [B,N,4] predicted, points [N,2], strides [N],
+        ground truth [B,G,...] -> (foreground [B,N] bool, assigned box index [B,N] in 0..G-1)."""
+        b, n = scores.shape[:2]
+        g = gt_boxes.shape[1]
+        if g == 0:
+            return scores.new_zeros(b, n, dtype=torch.bool), scores.new_zeros(b, n, dtype=torch.long)  # fmt: skip
+        px, py = points[:, 0], points[:, 1]  # [N]
+        x1, y1, x2, y2 = (gt_boxes[..., i, None] for i in range(4))  # [B,G,1]
+        inside = (px > x1) & (px < x2) & (py > y1) & (py < y2)
+        r = self.center_radius * strides
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        near = ((px - cx).abs() < r) & ((py - cy).abs() < r)
+        candidate = (inside | near) & gt_valid[..., None]  # [B,G,N]
+        ious = pairwise_iou(gt_boxes, boxes)  # [B,G,N]
+        cls = scores.gather(2, gt_labels[:, None, :].expand(b, n, g)).transpose(1, 2)  # [B,G,N]
+        align = cls.pow(self.alpha) * ious.pow(self.beta) * candidate
+        k = min(self.topk, n)
+        top = align.topk(k, dim=2).indices  # [B,G,k]
+        chosen = torch.zeros_like(candidate).scatter_(2, top, True) & candidate
+        # several boxes claim a point: the one it overlaps most keeps it
+        overlap = torch.where(chosen, ious, torch.full_like(ious, -1.0))
+        best = overlap.argmax(dim=1)  # [B,N]
+        foreground = chosen.any(dim=1)
+        return foreground, best
+
+
+def varifocal_loss(logits: torch.Tensor, quality: torch.Tensor, alpha: float = 0.75, gamma: float = 2.0) -> torch.Tensor:  # fmt: skip
+    """Varifocal loss (VarifocalNet), summed: BCE against ``quality`` (IoU on the positive class,
+    0 elsewhere), positives weighted by their quality, negatives by ``alpha * p ** gamma``."""
+    p = logits.sigmoid()
+    weight = torch.where(quality > 0, quality, alpha * p.detach().pow(gamma))
+    return (F.binary_cross_entropy_with_logits(logits, quality, reduction="none") * weight).sum()
+
+
+# -- the head ------------------------------------------------------------------------------------
+class RTDetector(nn.Module):
+    """The detector proper (``RTDetHead.detector``): transform, decoupled convs, assignment,
+    losses and batched post-processing."""
+
+    def __init__(
+        self,
+        channels: int,
+        strides: Sequence[int],
+        num_classes: int,
+        num_convs: int,
+        norm: Any,
+        act: Any,
+        transform: ImageTransform,
+        assigner: TaskAlignedAssigner,
+        box_weight: float,
+        score_thresh: float,
+        nms_thresh: float,
+        pre_nms_top_n: int,
+        detections_per_img: int,
+        prior_prob: float,
+    ) -> None:
+        super().__init__()
+        self.transform = transform
+        self.assigner = assigner
+        self.strides = [int(s) for s in strides]
+        self.num_classes = int(num_classes)
+        self.cls_convs = nn.Sequential(*[ConvNormAct(channels, channels, 3, norm=norm, act=act) for _ in range(num_convs)])  # fmt: skip
+        self.reg_convs = nn.Sequential(*[ConvNormAct(channels, channels, 3, norm=norm, act=act) for _ in range(num_convs)])  # fmt: skip
+        self.cls_pred = nn.Conv2d(channels, self.num_classes, 1)
+        self.reg_pred = nn.Conv2d(channels, 4, 1)
+        nn.init.constant_(self.cls_pred.bias, -math.log((1 - prior_prob) / prior_prob))
+        nn.init.normal_(self.cls_pred.weight, std=0.01)
+        nn.init.normal_(self.reg_pred.weight, std=0.01)
+        nn.init.zeros_(self.reg_pred.bias)
+        self.box_weight = float(box_weight)
+        self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
+        self.pre_nms_top_n, self.detections_per_img = int(pre_nms_top_n), int(detections_per_img)
+
+    def predict(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Feature maps -> class logits [B,N,K], boxes [B,N,4] (xyxy, input pixels), points [N,2]
+        and their strides [N]."""
+        logits, dists = [], []
+        for m, s in zip(maps, self.strides, strict=True):
+            c = self.cls_pred(self.cls_convs(m))
+            r = self.reg_pred(self.reg_convs(m))
+            logits.append(c.flatten(2))
+            dists.append(r.clamp(max=MAX_EXP).exp().flatten(2) * s)
+        points, strides = level_points(maps, self.strides)
+        logits_t = torch.cat(logits, dim=2).transpose(1, 2)
+        boxes = decode_boxes(points, torch.cat(dists, dim=2).transpose(1, 2))
+        return logits_t, boxes, points, strides
+
+    def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
+        x, sizes, originals = self.transform(images)
+        maps = features(x)
+        if len(maps) != len(self.strides):
+            raise ConfigError(
+                f"rtdet: built for {len(self.strides)} feature levels, got {len(maps)}"
+            )
+        logits, boxes, points, strides = self.predict(maps)
+        if targets is not None:
+            ratio = (sizes / originals).flip(1).repeat(1, 2)  # [B,4]: x, y, x, y
+            scaled = [{"boxes": t["boxes"] * ratio[i], "labels": t["labels"]} for i, t in enumerate(targets)]  # fmt: skip
+            return self.loss(logits, boxes, points, strides, scaled)
+        return self.postprocess(logits, boxes, sizes, originals)
+
+    def loss(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target]) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Task-aligned assignment, varifocal classification loss and GIoU box loss."""
+        gt_boxes, gt_labels, gt_valid = pad_targets(targets, logits.device)
+        fg, idx = self.assigner(logits.detach().sigmoid(), boxes.detach(), points, strides, gt_boxes, gt_labels, gt_valid)  # fmt: skip
+        num_pos = max(float(fg.sum()), 1.0)
+        quality = torch.zeros_like(logits)
+        if gt_boxes.shape[1] == 0 or not bool(fg.any()):
+            return {"loss_cls": varifocal_loss(logits, quality) / num_pos, "loss_box": boxes.sum() * 0.0}  # fmt: skip
+        b = torch.arange(len(targets), device=logits.device)[:, None].expand_as(idx)
+        matched = gt_boxes[b[fg], idx[fg]]  # [P,4]
+        labels = gt_labels[b[fg], idx[fg]]
+        pred = boxes[fg]
+        iou = elementwise_iou(pred.detach(), matched).clamp(min=1e-6)
+        quality[fg] = F.one_hot(labels, self.num_classes).to(quality.dtype) * iou[:, None]
+        loss_cls = varifocal_loss(logits, quality) / num_pos
+        loss_box = generalized_box_iou_loss(pred, matched, reduction="sum") / num_pos
+        return {"loss_cls": loss_cls, "loss_box": self.box_weight * loss_box}
+
+    def postprocess(self, logits: torch.Tensor, boxes: torch.Tensor, sizes: torch.Tensor, originals: torch.Tensor) -> list[Target]:  # fmt: skip
+        """Batched: top-k over (point, class) per image, one ``batched_nms`` over the batch, the
+        best ``detections_per_img`` per image; boxes clipped, back in the original images' pixels."""
+        from torchvision.models.detection._utils import _topk_min
+
+        bsz, _, k = logits.shape
+        flat = logits.sigmoid().flatten(1)  # [B, N*K]
+        top = _topk_min(flat, self.pre_nms_top_n, 1)
+        scores, index = flat.topk(top, dim=1)
+        point, labels = index // k, index % k
+        cand = boxes.gather(1, point[..., None].expand(-1, -1, 4))  # [B,top,4]
+        h, w = sizes[:, 0, None], sizes[:, 1, None]
+        cand = torch.stack([cand[..., 0].clamp(min=0).minimum(w), cand[..., 1].clamp(min=0).minimum(h), cand[..., 2].clamp(min=0).minimum(w), cand[..., 3].clamp(min=0).minimum(h)], dim=-1)  # fmt: skip
+        cand = cand * (originals / sizes).flip(1).repeat(1, 2)[:, None, :]
+        image = torch.arange(bsz, device=logits.device)[:, None].expand_as(labels)
+        keep = scores > self.score_thresh
+        cand, scores, labels, image = cand[keep], scores[keep], labels[keep], image[keep]
+        kept = batched_nms(cand, scores, image * k + labels, self.nms_thresh)  # by decreasing score
+        if bsz == 1:  # also the exported graph's path: one image per call
+            kept = kept[: self.detections_per_img]
+            return [{"boxes": cand[kept], "labels": labels[kept], "scores": scores[kept]}]
+        order = image[kept].argsort(stable=True)  # image by image, each still by decreasing score
+        kept = kept[order]
+        per_image = (image[kept][None, :] == torch.arange(bsz, device=kept.device)[:, None]).sum(1)
+        start = per_image.cumsum(0) - per_image
+        rank = torch.arange(len(kept), device=kept.device) - start[image[kept]]
+        kept = kept[rank < self.detections_per_img]
+        counts = per_image.clamp(max=self.detections_per_img).tolist()
+        return [
+            {"boxes": bx, "labels": lb, "scores": sc}
+            for bx, lb, sc in zip(
+                cand[kept].split(counts),
+                labels[kept].split(counts),
+                scores[kept].split(counts),
+                strict=True,
+            )
+        ]
+
+
+TRANSFORM_OPTIONS = ("size_divisible",)  # keywords of the image transform the head passes on
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Like the torchvision detector heads: an unknown ``model.head`` key is an error with a hint."""
+    unknown = sorted(set(options) - set(TRANSFORM_OPTIONS))
+    if unknown:
+        known = [*inspect.signature(RTDetHead.__init__).parameters, *TRANSFORM_OPTIONS]
+        hints = [m for k in unknown for m in difflib.get_close_matches(k, known, n=1)]
+        hint = f" Did you mean {', '.join(hints)}?" if hints else ""
+        raise ConfigError(f"rtdet: unknown option(s) {unknown} (config keys model.head.*).{hint}")
+
+
+class RTDetHead(nn.Module):
+    """``rtdet`` (HEADS): the real-time detector on the task's features; reads the levels'
+    channels (equal: use a neck, ``pafpn``) and strides from ``feature_info``.
+
+    ``num_convs`` 3x3 convs per branch; ``topk``/``alpha``/``beta``/``center_radius``: assigner;
+    ``box_weight``: GIoU loss weight; ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
+    ``detections_per_img``: post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``:
+    the image transform, as torchvision's detectors (and ``size_divisible``: pad batches to a
+    multiple of it; default 1, as strided 'same' convolutions and the necks take any size).
+    """
+
+    def __init__(
+        self,
+        feature_info: list[FeatureInfo],
+        num_classes: int,
+        num_convs: int = 2,
+        norm: Any = "bn",
+        act: Any = "swish",
+        topk: int = 10,
+        alpha: float = 1.0,
+        beta: float = 6.0,
+        center_radius: float = 2.5,
+        box_weight: float = 2.0,
+        prior_prob: float = 0.01,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.6,
+        pre_nms_top_n: int = 1000,
+        detections_per_img: int = 100,
+        min_size: int = 640,
+        max_size: int | None = None,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        check_options(options)
+        channels = common_channels(feature_info, "rtdet")
+        if num_convs < 0 or topk < 1 or not 0 < prior_prob < 1:
+            raise ConfigError(f"rtdet: num_convs >= 0, topk >= 1 and 0 < prior_prob < 1 needed, got {num_convs}, {topk}, {prior_prob} (config keys model.head.*)")  # fmt: skip
+        strides = [f.reduction for f in feature_info]
+        sizes = image_transform_options(min_size, max_size, image_mean, image_std)  # checked
+        divisible = int(options.get("size_divisible", 1))
+        transform = ImageTransform(sizes["min_size"], sizes["max_size"], image_mean, image_std, divisible)  # fmt: skip
+        assigner = TaskAlignedAssigner(topk, alpha, beta, center_radius)
+        self.detector = RTDetector(
+            channels, strides, num_classes, num_convs, norm, act, transform, assigner, box_weight,
+            score_thresh, nms_thresh, pre_nms_top_n, detections_per_img, prior_prob,
+        )  # fmt: skip
+
+    def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
+        """Training (targets given): {"loss_cls", "loss_box"}; else per image boxes (xyxy, input
+        pixels), labels (0..K-1), scores."""
+        return self.detector(images, targets, features)
+
+    def set_thresholds(self, score_thresh: float | None = None, detections: int | None = None) -> None:  # fmt: skip
+        """Change score threshold / detections per image after building (e.g. for predict)."""
+        if score_thresh is not None:
+            self.detector.score_thresh = float(score_thresh)
+        if detections is not None:
+            self.detector.detections_per_img = int(detections)
