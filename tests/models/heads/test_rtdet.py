@@ -189,7 +189,7 @@ def test_outputs_in_training_and_evaluation() -> None:
     for o, im in zip(out, images, strict=True):
         assert o["boxes"].shape == (5, 4) and o["labels"].shape == o["scores"].shape == (5,)
         assert o["labels"].max() < 3 and (o["boxes"][:, 2:] <= o["boxes"].new_tensor(im.shape[-2:]).flip(0)).all()  # fmt: skip
-    h.set_thresholds(score_thresh=1.0)
+    h.detector.score_thresh = 1.0
     with torch.no_grad():
         assert all(len(o["boxes"]) == 0 for o in h(images, None, features))
 

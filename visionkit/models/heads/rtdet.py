@@ -23,6 +23,7 @@ import difflib
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -34,8 +35,7 @@ from visionkit.errors import ConfigError
 from visionkit.layers.blocks import ConvNormAct
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    DetectorOptions,
     common_channels,
     image_transform_options,
 )
@@ -346,7 +346,8 @@ def check_options(options: dict[str, Any]) -> None:
     """Like the torchvision detector heads: an unknown ``model.head`` key is an error with a hint."""
     unknown = sorted(set(options) - set(TRANSFORM_OPTIONS))
     if unknown:
-        known = [*inspect.signature(RTDetHead.__init__).parameters, *TRANSFORM_OPTIONS]
+        shared = [f.name for f in fields(DetectorOptions)]
+        known = [*inspect.signature(RTDetHead.__init__).parameters, *shared, *TRANSFORM_OPTIONS]
         hints = [m for k in unknown for m in difflib.get_close_matches(k, known, n=1)]
         hint = f" Did you mean {', '.join(hints)}?" if hints else ""
         raise ConfigError(f"rtdet: unknown option(s) {unknown} (config keys model.head.*).{hint}")
@@ -376,39 +377,27 @@ class RTDetHead(nn.Module):
         center_radius: float = 2.5,
         box_weight: float = 2.0,
         prior_prob: float = 0.01,
-        score_thresh: float = 0.05,
         nms_thresh: float = 0.6,
         pre_nms_top_n: int = 1000,
-        detections_per_img: int = 100,
-        min_size: int = 640,
-        max_size: int | None = None,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
         **options: Any,
     ) -> None:
         super().__init__()
+        common = DetectorOptions.pop(options, min_size=640)  # shared keys, rtdet's own default size
         check_options(options)
         channels = common_channels(feature_info, "rtdet")
         if num_convs < 0 or topk < 1 or not 0 < prior_prob < 1:
             raise ConfigError(f"rtdet: num_convs >= 0, topk >= 1 and 0 < prior_prob < 1 needed, got {num_convs}, {topk}, {prior_prob} (config keys model.head.*)")  # fmt: skip
         strides = [f.reduction for f in feature_info]
-        sizes = image_transform_options(min_size, max_size, image_mean, image_std)  # checked
+        sizes = image_transform_options(common.min_size, common.max_size, common.image_mean, common.image_std)  # fmt: skip
         divisible = int(options.get("size_divisible", 1))
-        transform = ImageTransform(sizes["min_size"], sizes["max_size"], image_mean, image_std, divisible)  # fmt: skip
+        transform = ImageTransform(sizes["min_size"], sizes["max_size"], common.image_mean, common.image_std, divisible)  # fmt: skip
         assigner = TaskAlignedAssigner(topk, alpha, beta, center_radius)
         self.detector = RTDetector(
             channels, strides, num_classes, num_convs, norm, act, transform, assigner, box_weight,
-            score_thresh, nms_thresh, pre_nms_top_n, detections_per_img, prior_prob,
+            common.score_thresh, nms_thresh, pre_nms_top_n, common.detections_per_img, prior_prob,
         )  # fmt: skip
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
         """Training (targets given): {"loss_cls", "loss_box"}; else per image boxes (xyxy, input
         pixels), labels (0..K-1), scores."""
         return self.detector(images, targets, features)
-
-    def set_thresholds(self, score_thresh: float | None = None, detections: int | None = None) -> None:  # fmt: skip
-        """Change score threshold / detections per image after building (e.g. for predict)."""
-        if score_thresh is not None:
-            self.detector.score_thresh = float(score_thresh)
-        if detections is not None:
-            self.detector.detections_per_img = int(detections)
