@@ -301,12 +301,15 @@ def rpn_ab(overrides: list[str], rounds: int, steps: int) -> None:
     loader = iter(dm.train_dataloader())
     batches = [next(loader) for _ in range(steps)]
     classes = {"torchvision RPN": RegionProposalNetwork, "visionkit BatchedRPN": BatchedRPN}
-    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in classes}
+    times: dict[str, dict[str, list[float]]] = {
+        k: {"wall": [], "cpu": [], "rpn": []} for k in classes
+    }
     losses: dict[str, list[float]] = {k: [] for k in classes}
     for r in range(rounds + 1):  # round 0 warms up
         for label, cls in classes.items():
             task = copy.deepcopy(template).train()
             task.head.detector.rpn.__class__ = cls
+            rpn = PartTimer(task, {"rpn": "head.detector.rpn"})  # CPU time of its forward
             optimizer = torch.optim.AdamW(task.parameters(), 1e-3)
             torch.manual_seed(0)
             wall, cpu = time.perf_counter(), CLOCK()
@@ -318,22 +321,25 @@ def rpn_ab(overrides: list[str], rounds: int, steps: int) -> None:
             if r:
                 times[label]["wall"].append(time.perf_counter() - wall)
                 times[label]["cpu"].append(CLOCK() - cpu)
-                losses[label].append(float(loss))
+                times[label]["rpn"].append(rpn.seconds["rpn"])
+                losses[label].append(float(loss.detach()))
     images = sum(len(b[0]) for b in batches)
     base = {k: statistics.median(v) for k, v in times["torchvision RPN"].items()}
     rows = []
     for label in classes:
         med = {k: statistics.median(v) for k, v in times[label].items()}
-        rows.append([label, images / med["wall"], 1000 * med["cpu"] / images, base["wall"] / med["wall"], base["cpu"] / med["cpu"], losses[label][-1]])  # fmt: skip
+        rows.append([label, images / med["wall"], 1000 * med["cpu"] / images, 1000 * med["rpn"] / images, base["wall"] / med["wall"], base["cpu"] / med["cpu"], base["rpn"] / med["rpn"], losses[label][-1]])  # fmt: skip
     write_table(
         "rpn_ab",
         f"Faster R-CNN training steps (shapes, batch {dm.batch_size}): torchvision RPN vs BatchedRPN",
         [
             "RPN",
-            "images/s (wall)",
-            "CPU ms / image",
-            "speed-up (wall)",
-            "speed-up (CPU)",
+            "step images/s (wall)",
+            "step CPU ms / image",
+            "RPN forward CPU ms / image",
+            "step speed-up (wall)",
+            "step speed-up (CPU)",
+            "RPN forward speed-up (CPU)",
             "last loss",
         ],
         rows,
@@ -341,6 +347,57 @@ def rpn_ab(overrides: list[str], rounds: int, steps: int) -> None:
         f"backward, AdamW) in one process, same batches and initial weights, {torch.get_num_threads()} "
         "threads; the same last loss shows the same results. Shared 2-core machine: only the "
         "ratios count.\n\nCommand: `PYTHONPATH=. python bench/bench_detector_profile.py --rpn-ab`",
+    )
+
+
+def optimizer_ab(overrides: list[str], rounds: int, steps: int) -> None:
+    """The configured optimizer's step over the detector's parameter groups, for-loop
+    (``foreach=False``, torch's CPU default) vs ``foreach=True``, alternately in this process on the
+    same gradients; checks the parameters end equal; writes optimizer_ab.md."""
+    import copy
+
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from visionkit import runner
+
+    out = tempfile.mkdtemp(prefix="bench_opt_ab_")
+    cfg = compose(["task=detection", f"paths.data_dir={DATA_DIR}", f"hydra.run.dir={out}", *overrides])  # fmt: skip
+    cfg.paths.output_dir = out
+    dm = runner.build_datamodule(cfg)
+    template = runner.build_task(cfg, dm)
+    gen = torch.Generator().manual_seed(0)
+    grads = [[torch.randn(p.shape, generator=gen) for p in template.parameters()] for _ in range(steps)]  # fmt: skip
+    variants = {"for-loop (foreach=False)": False, "foreach=True": True}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    final: dict[str, list[torch.Tensor]] = {}
+    for r in range(rounds + 1):
+        for label, foreach in variants.items():
+            task = copy.deepcopy(template)
+            opt_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.optimizer), {"foreach": foreach})
+            optimizer = instantiate(opt_cfg)(task.param_groups())
+            params = list(task.parameters())
+            start = time.perf_counter()
+            for step_grads in grads:
+                for p, g in zip(params, step_grads, strict=True):
+                    p.grad = g
+                optimizer.step()
+            if r:
+                times[label].append(time.perf_counter() - start)
+            final[label] = [p.detach().clone() for p in params]
+    equal = all(torch.equal(a, b) for a, b in zip(*final.values(), strict=True))
+    base = statistics.median(times["for-loop (foreach=False)"])
+    rows = [[k, 1000 * statistics.median(v) / steps, base / statistics.median(v)] for k, v in times.items()]  # fmt: skip
+    write_table(
+        "optimizer_ab",
+        f"Optimizer step ({cfg.optimizer._target_}) over the Faster R-CNN task's parameter groups",
+        ["implementation", "ms / step", "speed-up"],
+        rows,
+        f"Median of {rounds} alternating rounds of {steps} steps on the same gradients, "
+        f"{torch.get_num_threads()} threads; parameters after the steps bit-identical: {equal}. "
+        "Shared 2-core machine: only the ratios count.\n\nCommand: `PYTHONPATH=. python "
+        "bench/bench_detector_profile.py --optimizer-ab`",
     )
 
 
@@ -366,12 +423,16 @@ def main() -> None:
         "--repeats", type=int, default=2, help="alternating runs per tree (--compare)"
     )
     parser.add_argument("--rpn-ab", action="store_true", help="torchvision RPN vs BatchedRPN, in-process")  # fmt: skip
+    parser.add_argument("--optimizer-ab", action="store_true", help="optimizer for-loop vs foreach, in-process")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (another detector)")
     args = parser.parse_args()
     if args.child:
         r = measure(args.overrides, args.batches, args.val_batches, args.infer_images)
         Path(args.child).write_text(json.dumps(r))
+        return
+    if args.optimizer_ab:
+        optimizer_ab(args.overrides, args.repeats, args.batches)
         return
     if args.rpn_ab:
         rpn_ab(args.overrides, args.repeats, args.batches)
