@@ -412,8 +412,10 @@ def main() -> None:
     coco, yolo = write_split(work, args)
     python = ensure_venv(args.venv)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", str(ROOT))])}  # fmt: skip
+    load = [os.getloadavg()[0]]
     rows = [run_visionkit(c, coco, work, args, env) for c in candidates]
     rows += [run_yolo(m, yolo, coco, work, args, python) for m in models]
+    load.append(os.getloadavg()[0])
     gt = coco / "annotations" / "instances_test.json"
     for r in rows:
         r["ap50"], r["ap"] = coco_ap(gt, r["detections"])
@@ -443,7 +445,8 @@ def main() -> None:
         f"{torch.__version__}, {os.cpu_count()} cores). AP by pycocotools on each detection file over "
         f"the same {args.num_test} test images; inference on {args.infer_images} decoded test images "
         "(pre/post-processing and NMS included). Ratios are against the first row. The machine is "
-        "shared with other jobs: absolute figures are noisy, only the ratios within one run count.\n\n"
+        "shared with other jobs: absolute figures are noisy, only the ratios within one run count "
+        f"(1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end).\n\n"
         f"Command: `{cmd}`\n\n" + "\n".join(f"- {r['name']}: `{r['command']}`" for r in rows)
     )
     write_table(
