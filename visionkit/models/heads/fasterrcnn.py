@@ -22,6 +22,7 @@ from visionkit.models.heads.detector_base import (
     DetectorOptions,
     level_names,
 )
+from visionkit.models.heads.rpn import BatchedRPN
 
 
 class FasterRCNNHead(DetectorHead):
@@ -71,6 +72,7 @@ class FasterRCNNHead(DetectorHead):
             **common.detector_kwargs(prefix="box_"),
             **options,
         )
+        BatchedRPN.adopt(self.detector.rpn)  # the same results without per-image loops
 
 
 def roi_level_names(feature_info: Sequence[FeatureInfo], roi_levels: int | None, head: str) -> list[str]:  # fmt: skip
