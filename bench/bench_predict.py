@@ -1,4 +1,5 @@
-"""Prediction speed per task: one image at a time vs batched, eager PyTorch vs onnxruntime.
+"""Prediction speed per task: one image at a time vs batched, eager PyTorch vs onnxruntime, and
+what visionkit adds on top of the model.
 
     .venv/bin/python bench/bench_predict.py [--images 400] [--tasks classification ...]
 
@@ -6,8 +7,11 @@ Each task's default model (conf/, shapes preprocessing, untrained weights: speed
 the same N PNG pictures of mixed sizes through ``visionkit.load(...).predict``: one call per image,
 then batches of 32 (decoding in the main process), then the exported ONNX file through onnxruntime
 in the same batches. Same preprocessing and the same typed results in every row (the export checks
-itself against the eager model). Threads: 2. Ratios are against the one-at-a-time row of the same
-run, since the machine may be shared.
+itself against the eager model). The reference is a plain loop without visionkit's predict path
+(decode, the recorded preprocessing, the model on one image): one call per image / plain loop is
+visionkit's own per-call cost. One call per image is timed with 1 thread too: at batch 1 a second
+intra-op thread mostly waits (and on a shared machine waits long). Threads: 2 unless said.
+Ratios are against rows of the same run, since the machine may be shared.
 """
 
 from __future__ import annotations
@@ -67,6 +71,16 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def plain_loop(model, paths: list[Path]) -> None:
+    """Decode, preprocess and run the model on one image at a time, outside visionkit's predict
+    path (no loader, no typed results): the reference for its per-call cost."""
+    from visionkit.data.images import load_image
+
+    with torch.inference_mode():
+        for path in paths:
+            model.task.predict_outputs([model.preprocess.to_input(load_image(path))])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400)
@@ -87,12 +101,16 @@ def main() -> None:
             onnx = export.load_exported(root / task_name / "model.onnx", threads=2)
             eager.predict(paths[:4], batch_size=4)  # warm-up
             onnx.predict(paths[:4], batch_size=4)
+            plain = timed(lambda m=eager: plain_loop(m, paths))
             single = timed(lambda m=eager: [m.predict(p) for p in paths])
             batched = timed(lambda m=eager: m.predict(paths, batch_size=BATCH))
             ort = timed(lambda m=onnx: m.predict(paths, batch_size=BATCH))
+            torch.set_num_threads(1)
+            single_1 = timed(lambda m=eager: [m.predict(p) for p in paths])
+            torch.set_num_threads(2)
             n = len(paths)
             diff = report.get("max_abs_logit_diff", report.get("max_abs_box_diff"))
-            rows.append([task_name, n, n / single, n / batched, n / ort, single / batched, batched / ort, diff])  # fmt: skip
+            rows.append([task_name, n, n / plain, n / single, n / single_1, n / batched, n / ort, single / plain, single / batched, batched / ort, diff])  # fmt: skip
             print(rows[-1], flush=True)
     write_table(
         "bench_predict",
@@ -100,19 +118,24 @@ def main() -> None:
         [
             "task",
             "images",
+            "plain loop",
             "one at a time",
+            "one at a time, 1 thread",
             f"batched ({BATCH})",
             f"onnxruntime ({BATCH})",
+            "one / plain (time)",
             "batched / one",
             "onnxruntime / eager",
             "export check diff",
         ],
         rows,
         "visionkit.load(...).predict on PNGs of mixed sizes (48-128 px), default model of each task "
-        "(untrained: detectors keep up to their detections_per_img low-score boxes), 2 threads, decoding "
-        "in the main process. Detectors run one image per call in either runtime (a traced "
-        "torchvision detector takes one image); they batch only images of one size. CPU shared with "
-        "other jobs: compare the ratios, not the absolute numbers.",
+        "(untrained: detectors keep up to their detections_per_img low-score boxes), 2 threads "
+        "unless said, decoding in the main process. Plain loop: decode, preprocess and the model on "
+        "one image at a time without visionkit's predict path. Exported detectors take a batch of "
+        "images of one size (these pictures are all of different sizes, so they run one per call); "
+        "eager detectors run images of one shape together. CPU shared with other jobs: compare the "
+        "ratios, not the absolute numbers.",
     )
 
 

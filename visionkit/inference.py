@@ -55,12 +55,8 @@ class Model:
         with torch.inference_mode():
             if self.task is not None:
                 return self.task.predict_step(batch, 0)
-            images = list(batch["images"])
-            outputs = self.runner(images)
-            kwargs = {}
-            if self.task_name in ("detection", "instance_segmentation"):
-                kwargs["input_sizes"] = [tuple(im.shape[-2:]) for im in images]
-            return self.task_cls.decode(outputs, list(batch["sizes"]), self.label_map, self.decode_options(), **kwargs)  # fmt: skip
+            outputs = self.runner(list(batch["images"]))
+            return self.task_cls.decode(outputs, list(batch["sizes"]), self.label_map, self.decode_options())  # fmt: skip
 
     def predict(self, images: Any, batch_size: int = 8, num_workers: int = 0) -> Any:
         """Results for ``images`` (a path, PIL image, array or tensor [3,H,W], or a list of them):

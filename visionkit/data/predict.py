@@ -7,7 +7,7 @@ A batch is ``{"images": [float [3,h,w]], "sizes": [(H, W) of each original], "in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -47,15 +47,16 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return batch
 
 
-def predict_loader(items: Sequence[Any], preprocess: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 8, num_workers: int = 0, keep_raw: bool = False) -> DataLoader:  # fmt: skip
-    """Batches of ``items`` in order; ``num_workers`` processes decode and preprocess them."""
-    return DataLoader(
-        PredictImages(items, preprocess, keep_raw),
-        batch_size=max(1, int(batch_size)),
-        shuffle=False,
-        num_workers=int(num_workers),
-        collate_fn=collate,
-    )
+def predict_loader(items: Sequence[Any], preprocess: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 8, num_workers: int = 0, keep_raw: bool = False) -> Iterable[dict[str, list[Any]]]:  # fmt: skip
+    """Batches of ``items`` in order; ``num_workers`` processes decode and preprocess them (0: the
+    main process, without a DataLoader, whose per-call set-up is half of visionkit's cost when one
+    small image is predicted per call)."""
+    dataset = PredictImages(items, preprocess, keep_raw)
+    size = max(1, int(batch_size))
+    if int(num_workers) == 0:
+        n = len(dataset)
+        return (collate([dataset[i] for i in range(start, min(start + size, n))]) for start in range(0, n, size))  # fmt: skip
+    return DataLoader(dataset, batch_size=size, shuffle=False, num_workers=int(num_workers), collate_fn=collate)  # fmt: skip
 
 
 def by_shape(images: Sequence[torch.Tensor]) -> list[list[int]]:

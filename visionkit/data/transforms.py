@@ -119,8 +119,6 @@ class Preprocess:
         self.spec = dict(spec)
         last = Normalize(spec["mean"], spec["std"]) if spec.get("normalize", True) else ToFloat()
         self.pipeline = v2.Compose([*build_pipeline(spec.get("eval_transforms") or []), last])
-        # exported detectors: the detector's own resize (min_size, max_size), done here
-        self.detector_size = spec.get("detector_size")
 
     def __call__(self, image: Any) -> torch.Tensor:
         """Path, PIL image of any mode, ndarray or tensor -> float32 [3,H,W]."""
@@ -130,15 +128,7 @@ class Preprocess:
 
     def to_input(self, image_u8: torch.Tensor) -> torch.Tensor:
         """uint8 RGB [3,H,W] -> float32 [3,H',W'] model input."""
-        x = self.pipeline(tv_tensors.Image(image_u8)).as_subclass(torch.Tensor)
-        if self.detector_size:  # as torchvision's detector transform: normalise, then resize
-            from visionkit.export import detector_size
-
-            d = self.detector_size
-            size = detector_size(*x.shape[-2:], d["min_size"], d["max_size"])
-            x = (x - x.new_tensor(d["mean"])[:, None, None]) / x.new_tensor(d["std"])[:, None, None]
-            x = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]  # fmt: skip
-        return x
+        return self.pipeline(tv_tensors.Image(image_u8)).as_subclass(torch.Tensor)
 
 
 def build_pipeline(specs: Sequence[Any] | None) -> list[Any]:

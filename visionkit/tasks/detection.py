@@ -197,8 +197,8 @@ class DetectionTask(BaseTask):
         return [{k: v.cpu() for k, v in p.items()} for p in self([im.to(self.device) for im in images])]  # fmt: skip
 
     def export_module(self) -> torch.nn.Module:
-        """image [3,H,W] -> boxes, labels, scores[, masks] with the post-processing, without
-        Lightning (visionkit.export)."""
+        """image [3,h,w] + original size -> boxes, labels, scores[, masks] with the
+        post-processing, without Lightning (visionkit.export)."""
         from visionkit.export import DetectorModel
 
         return DetectorModel(self.backbone, self.neck, self.head, masks="segm" in self.iou_types)
