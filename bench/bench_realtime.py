@@ -109,7 +109,7 @@ def _mean(values: list[float]) -> float:
 # -- the shared split ------------------------------------------------------------------------------
 def write_split(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     """The shapes detection split as COCO (root/{split}/*.png + annotations/) and YOLO layouts."""
-    from visionkit.data.shapes import ShapesDataModule
+    from visionkit.data.shapes.datamodule import ShapesDataModule
 
     dm = ShapesDataModule(
         task="detection", root=str(work / "shapes"), image_size=IMAGE_SIZE,

@@ -22,11 +22,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def readme_commands(section: str) -> list[str]:
-    """The commands of the first fenced bash block of README.md's ``## <section>`` (comments
-    and line continuations removed), so tests run them as written."""
+def readme_commands(section: str, level: int = 2) -> list[str]:
+    """The commands of the first fenced bash block of README.md's section whose heading (``level``
+    hashes) starts with ``section`` (comments and line continuations removed), so tests run them
+    as written. A section ends at the next heading of its level or above."""
     text = (ROOT / "README.md").read_text()
-    part = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    part = text.split(f"\n{'#' * level} {section}", 1)[1]
+    for above in range(2, level + 1):
+        part = part.split(f"\n{'#' * above} ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", part, re.S)
     assert block, f"README's {section!r} section has no ```bash block"
     lines = block.group(1).replace("\\\n", " ").splitlines()

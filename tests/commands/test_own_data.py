@@ -298,10 +298,10 @@ def chains(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[tup
 
 
 def pairs(tasks: tuple[str, ...] | None = None, among: list[tuple[str, str]] = PAIRS) -> list[Any]:
-    """PAIRS (or those ``among``) as params, each in its own xdist group (one worker runs a
-    pair's chain)."""
+    """PAIRS (or those ``among``) as params (the file runs in one worker: `--dist loadfile`, so
+    each pair's chain runs once)."""
     return [
-        pytest.param((t, f), id=f"{t}-{f}", marks=pytest.mark.xdist_group(f"own_data-{t}-{f}"))
+        pytest.param((t, f), id=f"{t}-{f}")
         for t, f in PAIRS
         if (tasks is None or t in tasks) and (t, f) in among
     ]

@@ -4,32 +4,19 @@ written here, FAST appended): one CLI run; its test mAP equals pycocotools on it
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
 import pytest
 
 from tests.commands.test_own_data import assert_in_original_pixels, coco_stats, write_coco
-from tests.conftest import FAST, ROOT, run_cli
+from tests.conftest import FAST, readme_commands, run_cli
 
 STATS = ("map", "map_50", "map_75")
 
 
-def readme_command() -> str:
-    """The one command of README.md's "### Real-time detection" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n### Real-time detection", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block, "README's real-time detection section has no ```bash block"
-    lines = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
-    (command,) = [line for line in lines if line]
-    return command
-
-
-@pytest.mark.xdist_group("rtdet-cli")
 def test_readme_rtdet_command_trains_and_tests_on_coco(tmp_path: Path, data_dir: Path) -> None:
-    command = readme_command()
+    (command,) = readme_commands("Real-time detection", level=3)
     assert "experiment=rtdet_n" in command and "/data/mycoco" in command
     root = write_coco(tmp_path / "coco")
     words = shlex.split(command.replace("/data/mycoco", str(root)))

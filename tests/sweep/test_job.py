@@ -25,7 +25,6 @@ from tests.conftest import FAST, free_port, run_cli
 from tests.sweep.sweep_data import metrics, readme_argv, small, write_imagefolder
 from visionkit.sweep import job
 
-pytestmark = pytest.mark.xdist_group("sweep-job")
 TIMEOUT = 600
 
 

@@ -23,7 +23,6 @@ pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 
 from visionkit.sweep import optuna_sweeper as sw  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("sweep-optuna")
 TIMEOUT = 600
 
 
