@@ -204,3 +204,21 @@ def test_voc_instance_masks_from_segmentation_object(tmp_path: Path) -> None:
         DataError, match=r"b\.xml: object 1 \(cat\): .*b\.png has no pixel of value 1"
     ):
         VocDataModule(task="instance_segmentation", root=str(root), num_workers=0).setup("fit")
+
+
+def test_yolo_labels_of_rle_masks_need_boxes_only_and_crowd_is_refused(tmp_path: Path) -> None:
+    """An RLE mask has no YOLO polygon: refused naming --boxes, written as its box with
+    polygons off; a crowd region has no YOLO form either way."""
+    from visionkit.data.yolo.reader import write_yolo as write_labels
+
+    rle = {"size": [40, 80], "counts": "abc"}
+    ann = {"id": 5, "image_id": 1, "category_id": 3, "bbox": [8, 4, 16, 20], "segmentation": rle}
+    data = {"images": [{"id": 1, "file_name": "a.png", "width": 80, "height": 40}],
+            "annotations": [ann], "categories": [{"id": 3, "name": "ant"}]}  # fmt: skip
+    with pytest.raises(DataError, match=r"annotation id 5: an RLE mask .*--boxes"):
+        write_labels(data, tmp_path / "poly")
+    assert write_labels(data, tmp_path / "boxes", polygons=False) == ["ant"]
+    assert (tmp_path / "boxes" / "a.txt").read_text() == "0 0.2 0.35 0.2 0.5\n"
+    data["annotations"] = [{**ann, "iscrowd": 1}]
+    with pytest.raises(DataError, match="annotation id 5: crowd regions have no YOLO form"):
+        write_labels(data, tmp_path / "crowd", polygons=False)

@@ -32,6 +32,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--masks", help="voc: instance mask folder under --root (e.g. SegmentationObject)")  # fmt: skip
     parser.add_argument("--classes", nargs="*", help="voc: class list and order (default: names found)")  # fmt: skip
     parser.add_argument("--output", type=Path, required=True, help="COCO file, or YOLO dataset folder")  # fmt: skip
+    parser.add_argument("--boxes", action="store_true", help="yolo target: boxes only, no polygons (RLE masks allowed)")  # fmt: skip
     parser.add_argument("--on-bad", choices=["error", "skip"], default="error")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (none unless stderr is a terminal)")  # fmt: skip
     args = parser.parse_args(list(argv))
@@ -71,7 +72,7 @@ def convert(args: argparse.Namespace) -> int:
     else:
         from visionkit.data.yolo.reader import write_yolo
 
-        names = write_yolo(coco, args.output / "labels" / args.split)
+        names = write_yolo(coco, args.output / "labels" / args.split, polygons=not args.boxes)
         (args.output / "classes.txt").write_text("\n".join(names) + "\n")
         written = f"{args.output}/labels/{args.split} and classes.txt (images go to {args.output}/images/{args.split})"  # fmt: skip
     skipped = sum(report.skipped.values())

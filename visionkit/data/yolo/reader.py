@@ -119,7 +119,8 @@ def write_yolo(data: dict[str, Any], label_dir: Path, polygons: bool = True) -> 
     """COCO-structured ``data`` as YOLO label files (one per image, ``<stem>.txt``) in
     ``label_dir``; returns the class names in YOLO index order (categories sorted by id).
     Polygons are written when ``polygons`` and the annotation has one (one line per polygon
-    part), else its box; crowd and RLE regions have no YOLO form and are refused."""
+    part), else its box. Crowd regions have no YOLO form and are refused; so are RLE masks unless
+    ``polygons`` is off (then their boxes are written)."""
     cats = sorted(data["categories"], key=lambda c: c["id"])
     index = {c["id"]: i for i, c in enumerate(cats)}
     by_image: dict[Any, list[dict]] = {}
@@ -132,9 +133,11 @@ def write_yolo(data: dict[str, Any], label_dir: Path, polygons: bool = True) -> 
         lines = []
         for a in by_image.get(img["id"], []):
             seg = a.get("segmentation")
-            if a.get("iscrowd") or isinstance(seg, dict):
-                raise DataError(f"annotation id {a['id']}: crowd / RLE regions have no YOLO form")
-            if polygons and seg:
+            if a.get("iscrowd"):
+                raise DataError(f"annotation id {a['id']}: crowd regions have no YOLO form")
+            if polygons and isinstance(seg, dict):
+                raise DataError(f"annotation id {a['id']}: an RLE mask has no YOLO polygon form (convert with --boxes to write boxes only)")  # fmt: skip
+            if polygons and seg:  # a list of polygons (RLE refused above)
                 for poly in seg:  # one line per polygon part
                     coords = [v / (w if i % 2 == 0 else h) for i, v in enumerate(poly)]
                     lines.append(" ".join([str(index[a["category_id"]]), *(repr(c) for c in coords)]))  # fmt: skip
