@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -102,16 +102,27 @@ def check_detector_options(
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     known = _init_keywords([*detector_class.__mro__, GeneralizedRCNNTransform])
-    unknown = sorted(set(options) - known)
+    ours = _init_keywords(head_class.__mro__) - {"feature_info", "num_classes"}
+    detail = f"; {detector_class.__name__} and its image transform take no such keyword"
+    reject_unknown_options(name, options, known, ours | known, detail)
+
+
+def reject_unknown_options(
+    name: str,
+    options: dict[str, Any],
+    accepted: Iterable[str],
+    names: Iterable[str],
+    detail: str = "",
+) -> None:
+    """One ConfigError for the ``model.head`` keys not in ``accepted``, with the closest of
+    ``names`` (and the shared :class:`DetectorOptions` keys) as a hint; ``detail`` follows the
+    list (why the keys are refused)."""
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
-        ours = _init_keywords(head_class.__mro__) - {"feature_info", "num_classes"}
-        ours |= {f.name for f in fields(DetectorOptions)}
-        hints = [m for k in unknown for m in difflib.get_close_matches(k, ours | known, n=1)]
+        candidates = {*names, *(f.name for f in fields(DetectorOptions))}
+        hints = [m for k in unknown for m in difflib.get_close_matches(k, candidates, n=1)]
         hint = f" Did you mean {', '.join(hints)}?" if hints else ""
-        raise ConfigError(
-            f"{name}: unknown option(s) {unknown} (config keys model.head.*); "
-            f"{detector_class.__name__} and its image transform take no such keyword.{hint}"
-        )
+        raise ConfigError(f"{name}: unknown option(s) {unknown} (config keys model.head.*){detail}.{hint}")  # fmt: skip
 
 
 def image_transform_options(

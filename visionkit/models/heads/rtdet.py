@@ -19,11 +19,9 @@ torchvision's detectors); labels are 0..K-1 (no background index).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -38,6 +36,7 @@ from visionkit.models.heads.detector_base import (
     DetectorOptions,
     common_channels,
     image_transform_options,
+    reject_unknown_options,
 )
 
 Target = dict[str, torch.Tensor]
@@ -344,13 +343,8 @@ TRANSFORM_OPTIONS = ("size_divisible",)  # keywords of the image transform the h
 
 def check_options(options: dict[str, Any]) -> None:
     """Like the torchvision detector heads: an unknown ``model.head`` key is an error with a hint."""
-    unknown = sorted(set(options) - set(TRANSFORM_OPTIONS))
-    if unknown:
-        shared = [f.name for f in fields(DetectorOptions)]
-        known = [*inspect.signature(RTDetHead.__init__).parameters, *shared, *TRANSFORM_OPTIONS]
-        hints = [m for k in unknown for m in difflib.get_close_matches(k, known, n=1)]
-        hint = f" Did you mean {', '.join(hints)}?" if hints else ""
-        raise ConfigError(f"rtdet: unknown option(s) {unknown} (config keys model.head.*).{hint}")
+    names = [*inspect.signature(RTDetHead.__init__).parameters, *TRANSFORM_OPTIONS]
+    reject_unknown_options("rtdet", options, TRANSFORM_OPTIONS, names)
 
 
 class RTDetHead(nn.Module):
