@@ -88,3 +88,24 @@ def test_a_resume_restores_the_runs_overrides_and_the_given_ones_win(run_dir: Pa
     elsewhere = [f"ckpt_path={ckpt}", "hydra.run.dir=other"]
     assert cli.resume_in_place(elsewhere)[-2:] == elsewhere
     assert "task=detection" in cli.resume_in_place(elsewhere)
+
+
+def test_a_command_ends_its_process_group_even_when_it_fails(tmp_path: Path) -> None:
+    """Lightning leaves a gloo group alive at exit, where gloo can abort a finished rank (SIGABRT):
+    every command destroys it, also when the command raises."""
+    import torch.distributed as dist
+
+    from tests.conftest import free_port
+
+    def command(cfg: object) -> None:
+        url = f"tcp://127.0.0.1:{free_port()}"
+        dist.init_process_group("gloo", init_method=url, rank=0, world_size=1)
+        assert dist.is_initialized()
+        if cfg == "fail":
+            raise RuntimeError("the command failed")
+
+    cli._user_errors_to_exit(command)("ok")
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="the command failed"):
+        cli._user_errors_to_exit(command)("fail")
+    assert not dist.is_initialized()

@@ -47,6 +47,7 @@ def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     from visionkit.errors import VisionkitError, user_message
 
     def task_function(cfg: Any) -> Any:
+        from visionkit.distributed import end_process_group
         from visionkit.sweep import job
 
         job.export()  # Lightning's DDP children of this job run exactly this job
@@ -55,7 +56,10 @@ def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if job.in_multirun():  # the next job starts clean; a failure is recorded, and
                 with job.isolated(), job.as_visionkit_main():  # raised for Hydra to mark the
                     return fn(cfg)  # job failed: the sweep goes on
-            return fn(cfg)
+            try:
+                return fn(cfg)
+            finally:  # a rank that exits with its gloo group alive can abort (SIGABRT)
+                end_process_group()
         except Exception as exc:
             if job.in_multirun():
                 job.record_failure(exc)

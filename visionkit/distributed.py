@@ -7,6 +7,7 @@ imported inside the functions: importing this module costs nothing.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -74,3 +75,15 @@ def ddp_wrapper(trainer: Any) -> Any:
 
     model = getattr(trainer.strategy, "model", None)
     return model if isinstance(model, DistributedDataParallel) else None
+
+
+def end_process_group() -> None:
+    """Destroy the default process group, if any, before the process exits.
+
+    Lightning leaves a gloo group to interpreter shutdown, where gloo's worker threads can abort
+    the process (SIGABRT, "terminate called without an active exception": pytorch#190489), so a
+    finished rank sometimes exits -6. Never imports torch itself.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -124,12 +124,11 @@ def isolated() -> Iterator[None]:
     try:
         yield
     finally:
+        from visionkit.distributed import end_process_group
         from visionkit.lightning_compat import end_ddp_children
 
         end_ddp_children()  # first: Lightning's observer would kill this process for a failed rank
-        dist = sys.modules.get("torch.distributed")  # never imports torch itself
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        end_process_group()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
