@@ -58,8 +58,9 @@ class ConvNormAct(nn.Sequential):
     """A LAYERS entry (``layer``, default ``conv``) then a norm then an activation, like
     torchvision's ConvNormActivation.
 
-    ``bias=None`` means "bias only without a norm"; padding defaults to ``same``. ``dilation`` and
-    ``groups`` are passed to the layer only when not 1, so layers without them (``dwsep``) work.
+    ``bias=None`` means "bias only without a norm". Every other keyword (``padding``, default
+    ``same``; ``dilation``, ``groups``; a layer's own keys) goes to the layer; ``dilation`` and
+    ``groups`` of 1 are dropped, so layers without them (``dwsep``) work.
     ``out_channels`` is ``out_channels * channel_multiplier`` of the activation.
     """
 
@@ -69,9 +70,7 @@ class ConvNormAct(nn.Sequential):
         out_channels: int,
         kernel_size: Any = 3,
         stride: Any = 1,
-        padding: Any = "same",
-        dilation: Any = 1,
-        groups: int = 1,
+        *,
         bias: bool | None = None,
         norm: Any = "bn",
         act: Any = "relu",
@@ -80,13 +79,9 @@ class ConvNormAct(nn.Sequential):
     ) -> None:
         norm_module = build_norm(norm, out_channels)
         act_module = build_act(act)
-        kw: dict[str, Any] = {"kernel_size": kernel_size, "stride": stride, "padding": padding}
-        if dilation != 1:
-            kw["dilation"] = dilation
-        if groups != 1:
-            kw["groups"] = groups
+        kw = {k: v for k, v in layer_kw.items() if not (k in ("dilation", "groups") and v == 1)}
+        kw = {"kernel_size": kernel_size, "stride": stride, "padding": "same", **kw}
         kw["bias"] = norm_module is None if bias is None else bias
-        kw.update(layer_kw)
         fn, spec_kw = LAYERS.resolve(layer)
         _check_accepts(fn, {**spec_kw, **kw}, f"conv_norm_act: layer {layer!r}")
         modules: OrderedDict[str, nn.Module] = OrderedDict(
@@ -128,8 +123,8 @@ class Bottleneck(nn.Module):
         mid = mid_channels or max(out_channels // reduction, 1)
         self.reduce = ConvNormAct(in_channels, mid, 1, bias=bias, norm=norm, act=act)
         self.conv = ConvNormAct(
-            self.reduce.out_channels, mid, kernel_size, stride, padding, dilation, groups,
-            bias=bias, norm=norm, act=act,
+            self.reduce.out_channels, mid, kernel_size, stride, padding=padding,
+            dilation=dilation, groups=groups, bias=bias, norm=norm, act=act,
         )  # fmt: skip
         self.expand = ConvNormAct(self.conv.out_channels, out_channels, 1, bias=bias, norm=norm, act=None)  # fmt: skip
         self.out_channels = out_channels
