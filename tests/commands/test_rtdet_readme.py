@@ -66,7 +66,6 @@ def test_readme_rtdet_seg_command_trains_and_tests_on_coco(tmp_path: Path, data_
         ys, xs = np.nonzero(mask_utils.decode(d["segmentation"]))
         x, y, bw, bh = d["bbox"]
         assert len(xs) == 0 or (xs.min() >= x - 1 and xs.max() <= x + bw and ys.min() >= y - 1 and ys.max() <= y + bh), d  # fmt: skip
-    print({k: v for k, v in results.items() if k.startswith("test/segm_map")})
     for iou in ("segm", "bbox"):
         oracle = coco_stats(gt_file, dets, iou)
         assert [results[f"test/{iou}_{k}"] for k in STATS] == pytest.approx(oracle[:3], abs=1e-4)

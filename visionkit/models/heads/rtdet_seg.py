@@ -146,8 +146,8 @@ class RTSegmenter(nn.Module):
 
         shapes = {(tuple(t["masks"].shape[-2:]), tuple(sz)) for t, sz in zip(targets, sizes.tolist(), strict=True)}  # fmt: skip
         if len(shapes) == 1 and sum(counts):  # one size: one resize for the whole batch
-            image = torch.repeat_interleave(torch.arange(len(targets)), torch.tensor(counts))
-            rank = torch.cat([torch.arange(c) for c in counts])
+            image = torch.repeat_interleave(torch.arange(len(targets)), torch.tensor(counts)).to(out.device)  # fmt: skip
+            rank = torch.cat([torch.arange(c) for c in counts]).to(out.device)
             out[image, rank] = pooled(torch.cat([t["masks"] for t in targets]), sizes[0].tolist())
         elif sum(counts):
             for i, t in enumerate(targets):
