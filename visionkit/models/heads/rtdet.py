@@ -300,7 +300,7 @@ class RTDetector(nn.Module):
         scale; at least 1."""
         gt_boxes, gt_labels, gt_valid = pad_targets(targets, logits.device)
         fg, idx = self.assigner(logits.detach().sigmoid(), boxes.detach(), points, strides, gt_boxes, gt_labels, gt_valid)  # fmt: skip
-        num_pos = mean_over_ranks(fg.sum().to(logits.dtype)).clamp(min=1.0)
+        num_pos = mean_over_ranks(fg.sum().float()).clamp(min=1.0)
         return Assignment(fg, idx, gt_boxes, gt_labels, gt_valid, num_pos)
 
     def loss(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target], assignment: Assignment | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
