@@ -183,6 +183,11 @@ def test_batched_postprocess_equals_a_per_image_loop(mixed: bool) -> None:
             torch.testing.assert_close(g[key], w[key], atol=1e-5, rtol=1e-5)
         assert g["labels"].tolist() == w["labels"].tolist() == r["labels"].tolist()
         torch.testing.assert_close(g["boxes"], r["boxes"])
+    # one image alone (the exported graph's path: its input unpadded) gives its part of the batch
+    alone_x = x[1:2, :, : int(sizes[1, 0]), : int(sizes[1, 1])]
+    (alone,) = det.postprocess(logits[1:2], boxes[1:2], coeffs[1:2], protos[1:2], alone_x, sizes[1:2], originals[1:2], images[1:2])  # fmt: skip
+    for key in ("boxes", "scores", "masks", "labels"):
+        torch.testing.assert_close(alone[key], got[1][key])
 
 
 def test_bad_options_are_config_errors() -> None:
