@@ -53,8 +53,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {task: dm.save(dm.build(task), root / f"{task}.ckpt") for task in dm.MODELS}
 
 
-def compare(eager: list, got: list) -> None:
-    """Same typed results from the checkpoint and the exported file."""
+def compare(eager: list, got: list, mask_atol: float = 1e-4) -> None:
+    """Same typed results from the checkpoint and the exported file (``mask_atol``: of the mask
+    probabilities)."""
     for e, g in zip(eager, got, strict=True):
         assert type(e) is type(g)
         if isinstance(e, visionkit.Classification):
@@ -72,7 +73,7 @@ def compare(eager: list, got: list) -> None:
             assert g.labels[b].tolist() == e.labels[a].tolist()
             if e.masks is not None:  # pasted at the original size, as the eager detector does
                 assert g.masks.shape == e.masks.shape == (len(e), *e.size)
-                torch.testing.assert_close(g.masks[b], e.masks[a], atol=1e-4, rtol=0)
+                torch.testing.assert_close(g.masks[b], e.masks[a], atol=mask_atol, rtol=0)
 
 
 @pytest.mark.parametrize(("task", "fmt"), CASES)
@@ -93,10 +94,15 @@ def test_export_checks_itself_and_predicts_like_the_checkpoint(task: str, fmt: s
     compare(eager.predict(pictures, batch_size=2), loaded.predict(pictures, batch_size=2))
 
 
+RTDET_CASES = [("detection", dm.RTDET), ("instance_segmentation", dm.RTDET_SEG)]
+
+
 @pytest.mark.parametrize("fmt", sorted(export.FORMATS))
-def test_rtdet_exports_with_its_batched_post_processing(fmt: str, tmp_path: Path, pictures: list[Path]) -> None:  # fmt: skip
-    """The real-time detector (not a torchvision detector) exports through the same path."""
-    model = dm.build("detection", model=dm.RTDET)
+@pytest.mark.parametrize(("task", "spec"), RTDET_CASES, ids=["rtdet", "rtdet_seg"])
+def test_rtdet_exports_with_its_batched_post_processing(task: str, spec: dict, fmt: str, tmp_path: Path, pictures: list[Path]) -> None:  # fmt: skip
+    """The real-time detector (not a torchvision detector) and its mask-prototype variant export
+    through the same path (the variant's masks compared as Mask R-CNN's are)."""
+    model = dm.build(task, model=spec)
     # untrained, its scores nearly tie (activations shrink layer by layer): BatchNorm statistics
     # of one batch spread them, so that eager and exported top-k pick the same detections
     for m in model.modules():
@@ -104,13 +110,15 @@ def test_rtdet_exports_with_its_batched_post_processing(fmt: str, tmp_path: Path
             m.reset_running_stats()
             m.momentum = None
     with torch.no_grad():
-        model.train().head.detector.predict(model.features(torch.rand(8, 3, 64, 64)))
+        model.train()(list(torch.rand(8, 3, 64, 64)))  # every branch, post-processing included
     model.eval()
     path = tmp_path / f"model{export.FORMATS[fmt]}"
     report = export.export(model, fmt, path, pictures[:2])
     assert report["passed"] is True and report["matched_detections"] > 0
     eager = visionkit.load(dm.save(model, tmp_path / "model.ckpt"))
-    compare(eager.predict(pictures, batch_size=2), visionkit.load(path).predict(pictures, batch_size=2))  # fmt: skip
+    # prototype masks come from a product of two graph outputs upsampled 4x: float32 differences
+    # of the features (the graph's input is resized outside it) reach 2e-4 in probability
+    compare(eager.predict(pictures, batch_size=2), visionkit.load(path).predict(pictures, batch_size=2), mask_atol=1e-3)  # fmt: skip
 
 
 def test_onnx_batch_is_dynamic(exported) -> None:

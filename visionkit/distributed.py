@@ -59,6 +59,19 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def mean_over_ranks(value: Any) -> Any:
+    """The mean of a tensor over all ranks (summed by ``all_reduce``, divided by the world size),
+    without gradient: a loss normaliser every rank shares (YOLOX / RTMDet average their positive
+    count so). The tensor itself alone; every rank must call it."""
+    if not is_distributed():
+        return value
+    import torch.distributed as dist
+
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
 def broadcast_tensors(tensors: Any, src: int = 0) -> None:
     """Overwrite each tensor in place with rank ``src``'s values (nothing alone)."""
     if not is_distributed():

@@ -14,6 +14,7 @@ DETECTORS = {
     "retinanet": {"name": "retinanet", "min_size": 64, "max_size": 64},
     "fcos": {"name": "fcos", "min_size": 64, "max_size": 64, "num_convs": 1},
     "rtdet": {"name": "rtdet", "min_size": 64, "max_size": 64, "num_convs": 1},
+    "rtdet_seg": {"name": "rtdet_seg", "min_size": 64, "max_size": 64, "num_protos": 8},
     "maskrcnn": {
         "name": "maskrcnn",
         "min_size": 64,
@@ -25,7 +26,9 @@ DETECTORS = {
 RCNN_FAST = {"rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100, "box_batch_size_per_image": 64}  # fmt: skip
 for _name in ("fasterrcnn", "maskrcnn"):
     DETECTORS[_name].update(RCNN_FAST)
+DETECTORS["rtdet_seg"]["num_convs"] = 1
 K = 2
+MASKS = ("maskrcnn", "rtdet_seg")  # heads that segment instances
 
 
 def batch(masks: bool) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -61,7 +64,7 @@ def test_detector_trains_and_predicts_on_task_features(
     def features(x: torch.Tensor) -> list[torch.Tensor]:
         return neck(backbone(x))
 
-    images, targets = batch(masks=name == "maskrcnn")
+    images, targets = batch(masks=name in MASKS)
     params = [*backbone.parameters(), *neck.parameters(), *head.parameters()]
     opt = torch.optim.Adam(params, lr=2e-3)
     head.train()
@@ -73,10 +76,11 @@ def test_detector_trains_and_predicts_on_task_features(
         total.backward()
         opt.step()
         # rtdet's class target is its boxes' IoU (varifocal): that loss rises while boxes improve
-        totals.append(losses["loss_box"].item() if name == "rtdet" else total.item())
+        rtdet = losses["loss_box"] + losses.get("loss_mask", 0) if name.startswith("rtdet") else total  # fmt: skip
+        totals.append(rtdet.item())
     assert all(torch.isfinite(torch.tensor(totals)))
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())
-    assert min(totals[-3:]) < (0.9 if name == "rtdet" else 0.8) * totals[0], totals
+    assert min(totals[-3:]) < (0.9 if name.startswith("rtdet") else 0.8) * totals[0], totals
     head.eval()
     with torch.no_grad():
         out = head(images, None, features)
@@ -87,7 +91,7 @@ def test_detector_trains_and_predicts_on_task_features(
         assert (
             (det["labels"] >= 0) & (det["labels"] < K)
         ).all()  # contiguous labels, no background
-        if name == "maskrcnn":
+        if name in MASKS:
             assert det["masks"].shape[1:] == (1, 64, 64)
 
 
@@ -134,7 +138,9 @@ def test_unknown_detector_option_is_rejected_not_ignored(backbone: torch.nn.Modu
     assert HEADS.build(spec, neck.feature_info, K).detector.transform.size_divisible == 16
 
 
-@pytest.mark.parametrize("name", sorted(set(DETECTORS) - {"rtdet"}))  # rtdet: its own test_rtdet.py
+@pytest.mark.parametrize(
+    "name", sorted(set(DETECTORS) - {"rtdet", "rtdet_seg"})
+)  # rtdet: its own test_rtdet.py
 def test_image_size_keeps_torchvision_ratio_without_max_size(
     backbone: torch.nn.Module, name: str
 ) -> None:

@@ -114,6 +114,29 @@ def test_losses_follow_their_formulas() -> None:
     assert losses["loss_box"].item() == pytest.approx(2.0 * box_sum / len(pos), rel=1e-4)
 
 
+def test_losses_are_normalised_by_the_rank_averaged_positive_count(monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Under DDP the positive count is averaged over ranks (all_reduce / world size, at least 1):
+    with every other rank's count twice this one's, the mean is 1.5x it and the losses 1/1.5x."""
+    import visionkit.models.heads.rtdet as rtdet
+
+    det = head().detector
+    torch.manual_seed(1)
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [4.0, 12.0]])
+    strides = torch.full((4,), 8.0)
+    logits, boxes = torch.randn(1, 4, 3), torch.cat([points - 6, points + 6], -1)[None]
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 16.0, 10.0]]), "labels": torch.tensor([2])}]
+    alone = det.loss(logits, boxes, points, strides, targets)
+    count = det.assign(logits, boxes, points, strides, targets).foreground.sum().item()
+    seen = []
+    monkeypatch.setattr(rtdet, "mean_over_ranks", lambda v: seen.append(v.item()) or (v + 2 * v) / 2)  # fmt: skip
+    averaged = det.loss(logits, boxes, points, strides, targets)
+    assert seen == [count] and count > 0
+    for key in alone:
+        assert averaged[key].item() == pytest.approx(alone[key].item() / 1.5, rel=1e-5)
+    monkeypatch.setattr(rtdet, "mean_over_ranks", lambda v: v * 0)  # no positives anywhere
+    assert det.assign(logits, boxes, points, strides, targets).num_pos.item() == 1.0
+
+
 def reference_postprocess(det, logits, boxes, sizes, originals) -> list[dict]:
     """One image at a time, with torchvision's batched_nms per image (class groups)."""
     out = []

@@ -18,6 +18,7 @@ HEADS.register("visionkit.models.heads.fasterrcnn:FasterRCNNHead", name="fasterr
 HEADS.register("visionkit.models.heads.retinanet:RetinaNetHead", name="retinanet")
 HEADS.register("visionkit.models.heads.fcos:FCOSHead", name="fcos")
 HEADS.register("visionkit.models.heads.rtdet:RTDetHead", name="rtdet")
+HEADS.register("visionkit.models.heads.rtdet_seg:RTDetSegHead", name="rtdet_seg")
 HEADS.register("visionkit.models.heads.maskrcnn:MaskRCNNHead", name="maskrcnn", aliases=("mask_rcnn",))  # fmt: skip
 HEADS.register("visionkit.models.heads.tv_segmentation:TorchvisionFCNHead", name="tv_fcn")
 HEADS.register("visionkit.models.heads.tv_segmentation:TorchvisionDeepLabV3Head", name="tv_deeplabv3")  # fmt: skip

@@ -22,13 +22,14 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, generalized_box_iou_loss
 
+from visionkit.distributed import mean_over_ranks
 from visionkit.errors import ConfigError
 from visionkit.layers.blocks import ConvNormAct
 from visionkit.models.backbones.base import FeatureInfo
@@ -206,6 +207,18 @@ class TaskAlignedAssigner(nn.Module):
         return foreground, best
 
 
+class Assignment(NamedTuple):
+    """What :meth:`RTDetector.assign` found: ``foreground`` [B,N] bool, ``index`` [B,N] (assigned
+    box), the padded ground truth (:func:`pad_targets`) and ``num_pos`` (the loss normaliser)."""
+
+    foreground: torch.Tensor
+    index: torch.Tensor
+    gt_boxes: torch.Tensor
+    gt_labels: torch.Tensor
+    gt_valid: torch.Tensor
+    num_pos: torch.Tensor
+
+
 def varifocal_loss(logits: torch.Tensor, quality: torch.Tensor, alpha: float = 0.75, gamma: float = 2.0) -> torch.Tensor:  # fmt: skip
     """Varifocal loss (VarifocalNet), summed: BCE against ``quality`` (IoU on the positive class,
     0 elsewhere), positives weighted by their quality, negatives by ``alpha * p ** gamma``."""
@@ -281,11 +294,21 @@ class RTDetector(nn.Module):
             return self.loss(logits, boxes, points, strides, scaled)
         return self.postprocess(logits, boxes, sizes, originals)
 
-    def loss(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target]) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Task-aligned assignment, varifocal classification loss and GIoU box loss."""
+    def assign(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target]) -> Assignment:  # fmt: skip
+        """The task-aligned assignment of a batch and the positive count that normalises the
+        losses: averaged over DDP ranks (as YOLOX / RTMDet), so every rank's gradient has the same
+        scale; at least 1."""
         gt_boxes, gt_labels, gt_valid = pad_targets(targets, logits.device)
         fg, idx = self.assigner(logits.detach().sigmoid(), boxes.detach(), points, strides, gt_boxes, gt_labels, gt_valid)  # fmt: skip
-        num_pos = max(float(fg.sum()), 1.0)
+        num_pos = mean_over_ranks(fg.sum().float()).clamp(min=1.0)
+        return Assignment(fg, idx, gt_boxes, gt_labels, gt_valid, num_pos)
+
+    def loss(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target], assignment: Assignment | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Task-aligned assignment (``assignment``: one made already by :meth:`assign`),
+        varifocal classification loss and GIoU box loss."""
+        if assignment is None:
+            assignment = self.assign(logits, boxes, points, strides, targets)
+        fg, idx, gt_boxes, gt_labels, _, num_pos = assignment
         quality = torch.zeros_like(logits)
         if gt_boxes.shape[1] == 0 or not bool(fg.any()):
             return {"loss_cls": varifocal_loss(logits, quality) / num_pos, "loss_box": boxes.sum() * 0.0}  # fmt: skip
@@ -395,3 +418,49 @@ class RTDetHead(nn.Module):
         """Training (targets given): {"loss_cls", "loss_box"}; else per image boxes (xyxy, input
         pixels), labels (0..K-1), scores."""
         return self.detector(images, targets, features)
+
+
+class Selected(NamedTuple):
+    """Detections of a batch chosen by :func:`select_detections`, image by image (each by
+    decreasing score): boxes in the original images' pixels and, clipped, in the detector's input
+    pixels; scores, labels, the image and the point (of [B,N]) of each; ``counts`` per image."""
+
+    boxes: torch.Tensor
+    input_boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    image: torch.Tensor
+    point: torch.Tensor
+    counts: list[int]
+
+
+def select_detections(det: RTDetector, logits: torch.Tensor, boxes: torch.Tensor, sizes: torch.Tensor, originals: torch.Tensor) -> Selected:  # fmt: skip
+    """:meth:`RTDetector.postprocess`'s selection (top-k per image, one ``batched_nms`` for the
+    batch, ``detections_per_img`` by rank), which also says which point each detection came from
+    (the instance-segmentation variant reads its mask coefficients there). With one image (the
+    exported graph's path) ``counts`` is ``[-1]``: not read from the graph's values."""
+    from torchvision.models.detection._utils import _topk_min
+
+    bsz, _, k = logits.shape
+    flat = logits.sigmoid().flatten(1)  # [B, N*K]
+    scores, index = flat.topk(_topk_min(flat, det.pre_nms_top_n, 1), dim=1)
+    point, labels = index // k, index % k
+    cand = boxes.gather(1, point[..., None].expand(-1, -1, 4))  # [B,top,4]
+    h, w = sizes[:, 0, None], sizes[:, 1, None]
+    cand = torch.stack([cand[..., 0].clamp(min=0).minimum(w), cand[..., 1].clamp(min=0).minimum(h), cand[..., 2].clamp(min=0).minimum(w), cand[..., 3].clamp(min=0).minimum(h)], dim=-1)  # fmt: skip
+    scaled = cand * (originals / sizes).flip(1).repeat(1, 2)[:, None, :]
+    image = torch.arange(bsz, device=logits.device)[:, None].expand_as(labels)
+    keep = scores > det.score_thresh
+    cand, scaled, scores, labels, image, point = (t[keep] for t in (cand, scaled, scores, labels, image, point))  # fmt: skip
+    kept = batched_nms(scaled, scores, image * k + labels, det.nms_thresh)  # by decreasing score
+    if bsz == 1:
+        kept = kept[: det.detections_per_img]
+        counts = [-1]
+    else:
+        kept = kept[image[kept].argsort(stable=True)]  # image by image, each by decreasing score
+        per_image = (image[kept][None, :] == torch.arange(bsz, device=kept.device)[:, None]).sum(1)  # fmt: skip
+        start = per_image.cumsum(0) - per_image
+        rank = torch.arange(len(kept), device=kept.device) - start[image[kept]]
+        kept = kept[rank < det.detections_per_img]
+        counts = per_image.clamp(max=det.detections_per_img).tolist()
+    return Selected(scaled[kept], cand[kept], scores[kept], labels[kept], image[kept], point[kept], counts)  # fmt: skip
