@@ -325,40 +325,8 @@ class RTDetector(nn.Module):
     def postprocess(self, logits: torch.Tensor, boxes: torch.Tensor, sizes: torch.Tensor, originals: torch.Tensor) -> list[Target]:  # fmt: skip
         """Batched: top-k over (point, class) per image, one ``batched_nms`` over the batch, the
         best ``detections_per_img`` per image; boxes clipped, back in the original images' pixels."""
-        from torchvision.models.detection._utils import _topk_min
-
-        bsz, _, k = logits.shape
-        flat = logits.sigmoid().flatten(1)  # [B, N*K]
-        top = _topk_min(flat, self.pre_nms_top_n, 1)
-        scores, index = flat.topk(top, dim=1)
-        point, labels = index // k, index % k
-        cand = boxes.gather(1, point[..., None].expand(-1, -1, 4))  # [B,top,4]
-        h, w = sizes[:, 0, None], sizes[:, 1, None]
-        cand = torch.stack([cand[..., 0].clamp(min=0).minimum(w), cand[..., 1].clamp(min=0).minimum(h), cand[..., 2].clamp(min=0).minimum(w), cand[..., 3].clamp(min=0).minimum(h)], dim=-1)  # fmt: skip
-        cand = cand * (originals / sizes).flip(1).repeat(1, 2)[:, None, :]
-        image = torch.arange(bsz, device=logits.device)[:, None].expand_as(labels)
-        keep = scores > self.score_thresh
-        cand, scores, labels, image = cand[keep], scores[keep], labels[keep], image[keep]
-        kept = batched_nms(cand, scores, image * k + labels, self.nms_thresh)  # by decreasing score
-        if bsz == 1:  # also the exported graph's path: one image per call
-            kept = kept[: self.detections_per_img]
-            return [{"boxes": cand[kept], "labels": labels[kept], "scores": scores[kept]}]
-        order = image[kept].argsort(stable=True)  # image by image, each still by decreasing score
-        kept = kept[order]
-        per_image = (image[kept][None, :] == torch.arange(bsz, device=kept.device)[:, None]).sum(1)
-        start = per_image.cumsum(0) - per_image
-        rank = torch.arange(len(kept), device=kept.device) - start[image[kept]]
-        kept = kept[rank < self.detections_per_img]
-        counts = per_image.clamp(max=self.detections_per_img).tolist()
-        return [
-            {"boxes": bx, "labels": lb, "scores": sc}
-            for bx, lb, sc in zip(
-                cand[kept].split(counts),
-                labels[kept].split(counts),
-                scores[kept].split(counts),
-                strict=True,
-            )
-        ]
+        sel = select_detections(self, logits, boxes, sizes, originals)
+        return sel.per_image({"boxes": sel.boxes, "labels": sel.labels, "scores": sel.scores})
 
 
 TRANSFORM_OPTIONS = ("size_divisible",)  # keywords of the image transform the head passes on
@@ -432,6 +400,13 @@ class Selected(NamedTuple):
     image: torch.Tensor
     point: torch.Tensor
     counts: list[int]
+
+    def per_image(self, fields: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """``fields`` (one row per detection) split into one dict per image."""
+        if self.counts == [-1]:  # one image: the counts are not read from the graph's values
+            return [dict(fields)]
+        parts = zip(*(v.split(self.counts) for v in fields.values()), strict=True)
+        return [dict(zip(fields, part, strict=True)) for part in parts]
 
 
 def select_detections(det: RTDetector, logits: torch.Tensor, boxes: torch.Tensor, sizes: torch.Tensor, originals: torch.Tensor) -> Selected:  # fmt: skip

@@ -174,10 +174,7 @@ class RTSegmenter(nn.Module):
         mask_logits = per_image_products(coeffs[sel.image, sel.point], sel.image, protos)
         up = F.interpolate(mask_logits[:, None], scale_factor=float(self.proto_stride), mode="bilinear", align_corners=False)  # fmt: skip
         up = up[..., : x.shape[-2], : x.shape[-1]]  # the padded input
-        outputs = [{"boxes": sel.boxes, "labels": sel.labels, "scores": sel.scores}]
-        if len(images) > 1:
-            fields = {"boxes": sel.boxes, "labels": sel.labels, "scores": sel.scores}
-            outputs = [dict(zip(fields, parts, strict=True)) for parts in zip(*(v.split(sel.counts) for v in fields.values()), strict=True)]  # fmt: skip
+        outputs = sel.per_image({"boxes": sel.boxes, "labels": sel.labels, "scores": sel.scores})
         same = len({tuple(im.shape[-2:]) for im in images}) == 1
         if same:  # one size (also the exported graph's path): every mask at once
             valid = None if self.transform.size_divisible == 1 else sizes[0].tolist()
