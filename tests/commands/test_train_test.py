@@ -12,11 +12,12 @@ from tests.conftest import CLI
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """One short classification training run shared by the tests below."""
-    from tests.conftest import FAST, run_cli
+    """One short classification training run shared by the tests below: the README's first
+    command (the default experiment), FAST appended."""
+    from tests.conftest import FAST, command_args, readme_task_commands, run_cli
 
     run = tmp_path_factory.mktemp("cls") / "run"
-    run_cli("train", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=run.parent, data_dir=data_dir, check=True)  # fmt: skip
+    run_cli(*command_args(readme_task_commands()["classification"]), *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=run.parent, data_dir=data_dir, check=True)  # fmt: skip
     return run
 
 
@@ -65,10 +66,14 @@ def max_logged(run: Path, key: str) -> float:
 
 def test_results_report_the_validation_of_the_best_checkpoint(cli: CLI, fast: list[str], tmp_path: Path) -> None:  # fmt: skip
     """val/loss monitored with mode=max makes the first epoch the best (the loss falls): val/* in
-    results.json are that epoch's row of metrics.csv, the last epoch's are under last/val/*."""
+    results.json are that epoch's row of metrics.csv, the last epoch's are under last/val/*. The
+    model: the README's command swapping every block's norm and activation."""
     import torch
 
-    cli("train", *fast, "trainer.max_epochs=3", "task.monitor=val/loss", "task.monitor_mode=max", "test_after_fit=false", "hydra.run.dir=r", check=True)  # fmt: skip
+    from tests.conftest import command_args, readme_commands
+
+    (blocks,) = [c for c in readme_commands("Train each task") if "model.norm=gn" in c]
+    cli(*command_args(blocks), *fast, "trainer.max_epochs=3", "task.monitor=val/loss", "task.monitor_mode=max", "test_after_fit=false", "hydra.run.dir=r", check=True)  # fmt: skip
     run = tmp_path / "r"
     results = json.loads((run / "results.json").read_text())
     rows = logged_rows(run, "val/")
