@@ -61,6 +61,10 @@ RUN = {
     ("Training tools", 2, "python -m visionkit task=instance_segmentation data.sampler=repeat_factor"): TOOLS + "test_instance_segmentation_with_mosaic_copy_paste_and_repeat_factor",
     ("Train each task", 2, "python -m visionkit model/backbone=mobilenet model/head=conv"): "tests/loggers/test_run_files.py::test_mlflow_stores_metrics_config_and_pictures_in_the_run_directory",
     ("Train each task", 2, "python -m visionkit optimizer=sgd scheduler=warmup_cosine"): "tests/test_checkpoints.py::test_checkpoint_is_plain_data_and_records_each_parts_supplier",
+    ("Train each task", 2, "python -m visionkit model/backbone=timm"): "tests/commands/test_train_test.py::test_readme_part_swaps_train",
+    ("Train each task", 2, "python -m visionkit task=semantic_segmentation model/head=deeplabv3"): "tests/commands/test_train_test.py::test_readme_part_swaps_train",
+    ("Train each task", 2, "python -m visionkit task=detection model/head=retinanet"): "tests/commands/test_train_test.py::test_readme_part_swaps_train",
+    ("Fine-tune from a checkpoint", 2, "python -m visionkit data=digits model.backbone.pretrained=outputs/classification/<run>/checkpoints/best.ckpt"): "tests/commands/test_train_test.py::test_readme_finetune_command_keeps_the_runs_backbone_frozen",
     ("Inspect a model", 2, "python -m visionkit analyze"): "tests/commands/test_analyze.py::test_analyze_vgg_cli",
 }
 RUN_ON_CUDA = {
@@ -70,12 +74,8 @@ RUN_ON_CUDA = {
 NOT_RUN = {
     ("visionkit", 1, "make run"): "creates .venv and pip-installs visionkit before training; bench/bench_default_run.py measures it",
     ("visionkit", 1, "make test"): "runs this test suite itself (what CI runs)",
-    ("Train each task", 2, "python -m visionkit model/backbone=timm"): GAP,
-    ("Train each task", 2, "python -m visionkit task=semantic_segmentation model/head=deeplabv3"): GAP,
-    ("Train each task", 2, "python -m visionkit task=detection model/head=retinanet"): GAP,
     ("Sweep", 2, "python -m visionkit --multirun hydra/launcher=slurm"): "needs a SLURM cluster; composed in tests/sweep/test_job.py::test_slurm_launcher_config_has_the_usual_keys",
     ("Sweep", 2, "srun python -m visionkit train"): "a line of an sbatch script: needs a SLURM cluster with 2 nodes of 4 GPUs",
-    ("Fine-tune from a checkpoint", 2, "python -m visionkit data=digits model.backbone.pretrained=outputs/classification/<run>/checkpoints/best.ckpt"): GAP,
     ("Whole pretrained models", 3, "python -m visionkit experiment=tv_fasterrcnn_resnet50_fpn"): GAP + " (a ResNet-50 Faster R-CNN; tests/models/test_whole_pretrained.py runs the mobilenet_v3 one on YOLO data)",
 }
 # fmt: on
