@@ -1,7 +1,8 @@
 """Every command line of README.md's bash blocks runs in a test as written (a project rule): RUN
 names, per line (README section, heading level, line prefix), the test that runs it, reading it
 from the README (placeholders replaced by data the test writes, shrinking overrides such as FAST
-appended); RUN_ON_CUDA those run only where CUDA is; NOT_RUN says why a line cannot run in a test.
+appended; tests/test_cuda.py runs the one-task lines on a GPU too); NOT_RUN says why a line is not
+run in a test.
 Each entry owns exactly one line (the longest prefix of the sections holding the line wins), so a
 README line added later without an entry fails here, and so does an entry whose line or test is
 gone. No subprocess: the runs themselves are the named tests."""
@@ -61,15 +62,13 @@ RUN = {
     ("Training tools", 2, "python -m visionkit task=instance_segmentation data.sampler=repeat_factor"): TOOLS + "test_instance_segmentation_with_mosaic_copy_paste_and_repeat_factor",
     ("Train each task", 2, "python -m visionkit model/backbone=mobilenet model/head=conv"): "tests/loggers/test_run_files.py::test_mlflow_stores_metrics_config_and_pictures_in_the_run_directory",
     ("Train each task", 2, "python -m visionkit optimizer=sgd scheduler=warmup_cosine"): "tests/test_checkpoints.py::test_checkpoint_is_plain_data_and_records_each_parts_supplier",
-    ("Train each task", 2, "python -m visionkit model/backbone=timm"): "tests/commands/test_train_test.py::test_readme_part_swaps_train",
-    ("Train each task", 2, "python -m visionkit task=semantic_segmentation model/head=deeplabv3"): "tests/commands/test_train_test.py::test_readme_part_swaps_train",
-    ("Train each task", 2, "python -m visionkit task=detection model/head=retinanet"): "tests/commands/test_train_test.py::test_readme_part_swaps_train",
+    ("Train each task", 2, "python -m visionkit task=detection"): "tests/commands/test_train_test.py::test_readme_train_each_task_lines_train",
+    ("Train each task", 2, "python -m visionkit task=instance_segmentation"): "tests/commands/test_train_test.py::test_readme_train_each_task_lines_train",
+    ("Train each task", 2, "python -m visionkit model/backbone=timm"): "tests/commands/test_train_test.py::test_readme_train_each_task_lines_train",
+    ("Train each task", 2, "python -m visionkit task=semantic_segmentation model/head=deeplabv3"): "tests/commands/test_train_test.py::test_readme_train_each_task_lines_train",
+    ("Train each task", 2, "python -m visionkit task=detection model/head=retinanet"): "tests/commands/test_train_test.py::test_readme_train_each_task_lines_train",
     ("Fine-tune from a checkpoint", 2, "python -m visionkit data=digits model.backbone.pretrained=outputs/classification/<run>/checkpoints/best.ckpt"): "tests/commands/test_train_test.py::test_readme_finetune_command_keeps_the_runs_backbone_frozen",
     ("Inspect a model", 2, "python -m visionkit analyze"): "tests/commands/test_analyze.py::test_analyze_vgg_cli",
-}
-RUN_ON_CUDA = {
-    ("Train each task", 2, "python -m visionkit task=detection"): "tests/test_cuda.py::test_task_on_cuda",
-    ("Train each task", 2, "python -m visionkit task=instance_segmentation"): "tests/test_cuda.py::test_task_on_cuda",
 }
 NOT_RUN = {
     ("visionkit", 1, "make run"): "creates .venv and pip-installs visionkit before training; bench/bench_default_run.py measures it",
@@ -79,7 +78,7 @@ NOT_RUN = {
     ("Whole pretrained models", 3, "python -m visionkit experiment=tv_fasterrcnn_resnet50_fpn"): GAP + " (a ResNet-50 Faster R-CNN; tests/models/test_whole_pretrained.py runs the mobilenet_v3 one on YOLO data)",
 }
 # fmt: on
-ENTRIES = {**RUN, **RUN_ON_CUDA, **NOT_RUN}
+ENTRIES = {**RUN, **NOT_RUN}
 
 
 def matches(line: str, prefix: str) -> bool:
@@ -110,7 +109,7 @@ def test_every_entry_owns_exactly_one_readme_line() -> None:
 def test_every_named_test_exists_and_reads_the_readme() -> None:
     """The test is defined in its module, and the module takes its commands from the README (the
     conftest readers or the sweep tests' readme_argv) rather than from a copy."""
-    for key, test in {**RUN, **RUN_ON_CUDA}.items():
+    for key, test in RUN.items():
         path, name = test.split("::")
         source = (ROOT / path).read_text()
         assert re.search(rf"^def {name}\(", source, re.M), (key, test)

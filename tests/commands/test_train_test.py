@@ -158,16 +158,21 @@ def test_cfg_job_prints_the_composed_config(cli: CLI) -> None:
     assert "act: gelu" in proc.stdout and "name: simple_cnn" in proc.stdout
 
 
-# the README's part swaps that no other CLI run takes (timm backbone, deeplabv3 and retinanet heads)
-SWAPS = [c for c in readme_commands("Train each task") if any(part in c for part in ("model/backbone=timm", "model/head=deeplabv3", "model/head=retinanet"))]  # fmt: skip
+# the README's shapes commands that no other CPU run takes: the two detection tasks (tests/test_cuda.py
+# runs them on a GPU), the timm backbone, the deeplabv3 and retinanet heads
+SWAPS = [readme_task_commands()[task] for task in ("detection", "instance_segmentation")] + [
+    c for c in readme_commands("Train each task") if any(part in c for part in ("model/backbone=timm", "model/head=deeplabv3", "model/head=retinanet"))
+]  # fmt: skip
 SMALL_SHAPES = ["data.num_train=16", "data.num_val=8", "data.num_test=8", "test_after_fit=false"]
 
 
 @pytest.mark.parametrize("command", SWAPS, ids=lambda c: c.split("=")[-1])
-def test_readme_part_swaps_train(cli: CLI, fast: list[str], tmp_path: Path, command: str) -> None:
+def test_readme_train_each_task_lines_train(
+    cli: CLI, fast: list[str], tmp_path: Path, command: str
+) -> None:
     """Each command as written, on a small generated set: the run's config holds the part named
     last on the line, and the run writes its best checkpoint."""
-    assert len(SWAPS) == 3, SWAPS
+    assert len(SWAPS) == 5, SWAPS
     cli(*command_args(command), *fast, *SMALL_SHAPES, "hydra.run.dir=r", check=True)
     part = command.split("=")[-1]
     assert f": {part}\n" in (tmp_path / "r" / "config.yaml").read_text(), part
