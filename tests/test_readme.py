@@ -25,7 +25,6 @@ TWO_NODES = "tests/sweep/test_job.py::test_two_torchrun_nodes_equal_two_devices_
 PLUGINS = "tests/test_plugins.py::"
 EXPORT = "tests/test_export.py::test_cli_export_then_predict_with_the_exported_file"
 TOOLS = "tests/commands/test_training_tools.py::"
-GAP = "not run yet: no CLI run of it on CPU to reuse, a new one costs one training subprocess"
 # fmt: off
 RUN = {
     ("Train each task", 2, "python -m visionkit"): "tests/commands/test_train_test.py::test_train_writes_config_checkpoints_metrics_results_and_picture",
@@ -68,6 +67,7 @@ RUN = {
     ("Train each task", 2, "python -m visionkit task=semantic_segmentation model/head=deeplabv3"): "tests/commands/test_train_test.py::test_readme_train_each_task_lines_train",
     ("Train each task", 2, "python -m visionkit task=detection model/head=retinanet"): "tests/commands/test_train_test.py::test_readme_train_each_task_lines_train",
     ("Fine-tune from a checkpoint", 2, "python -m visionkit data=digits model.backbone.pretrained=outputs/classification/<run>/checkpoints/best.ckpt"): "tests/commands/test_train_test.py::test_readme_finetune_command_keeps_the_runs_backbone_frozen",
+    ("Whole pretrained models", 3, "python -m visionkit experiment=tv_fasterrcnn_resnet50_fpn"): "tests/models/test_whole_pretrained.py::test_readme_command_fine_tunes_torchvision_weights_on_coco",
     ("Inspect a model", 2, "python -m visionkit analyze"): "tests/commands/test_analyze.py::test_analyze_vgg_cli",
 }
 NOT_RUN = {
@@ -75,7 +75,6 @@ NOT_RUN = {
     ("visionkit", 1, "make test"): "runs this test suite itself (what CI runs)",
     ("Sweep", 2, "python -m visionkit --multirun hydra/launcher=slurm"): "needs a SLURM cluster; composed in tests/sweep/test_job.py::test_slurm_launcher_config_has_the_usual_keys",
     ("Sweep", 2, "srun python -m visionkit train"): "a line of an sbatch script: needs a SLURM cluster with 2 nodes of 4 GPUs",
-    ("Whole pretrained models", 3, "python -m visionkit experiment=tv_fasterrcnn_resnet50_fpn"): GAP + " (a ResNet-50 Faster R-CNN; tests/models/test_whole_pretrained.py runs the mobilenet_v3 one on YOLO data)",
 }
 # fmt: on
 ENTRIES = {**RUN, **NOT_RUN}
