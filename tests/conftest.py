@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -22,18 +23,56 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def readme_commands(section: str, level: int = 2) -> list[str]:
-    """The commands of the first fenced bash block of README.md's section whose heading (``level``
-    hashes) starts with ``section`` (comments and line continuations removed), so tests run them
-    as written. A section ends at the next heading of its level or above."""
-    text = (ROOT / "README.md").read_text()
-    part = text.split(f"\n{'#' * level} {section}", 1)[1]
+def readme_blocks(section: str, level: int = 2, lang: str = "bash") -> list[str]:
+    """Every fenced ``lang`` block of README.md's section whose heading (``level`` hashes) starts
+    with ``section``, in order: the one README reader of the tests, so that they run what the
+    README shows. A section ends at the next heading of its level or above (level 1, the title:
+    the whole README)."""
+    text = "\n" + (ROOT / "README.md").read_text()
+    parts = text.split(f"\n{'#' * level} {section}", 1)
+    assert len(parts) == 2, f"README has no {'#' * level} {section!r} section"
+    part = parts[1]
     for above in range(2, level + 1):
         part = part.split(f"\n{'#' * above} ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", part, re.S)
-    assert block, f"README's {section!r} section has no ```bash block"
-    lines = block.group(1).replace("\\\n", " ").splitlines()
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    blocks = re.findall(rf"```{lang}\n(.*?)```", part, re.S)
+    assert blocks, f"README's {section!r} section has no ```{lang} block"
+    return blocks
+
+
+def readme_commands(section: str, level: int = 2) -> list[str]:
+    """The command lines of every fenced bash block of README.md's section (see readme_blocks),
+    comments and line continuations removed, so tests run them as written."""
+    commands = []
+    for block in readme_blocks(section, level):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = " ".join(line.split("#", 1)[0].split())
+            if command:
+                commands.append(command)
+    return commands
+
+
+def readme_task_commands() -> dict[str, str]:
+    """The README's one-task training commands ("Train each task": the default experiment,
+    classification, and ``task=...``), by task."""
+    commands = {}
+    for command in readme_commands("Train each task"):
+        words = command.split()[3:]
+        if not words:
+            commands["classification"] = command
+        elif len(words) == 1 and words[0].startswith("task="):
+            commands[words[0].removeprefix("task=")] = command
+    return commands
+
+
+def command_args(command: str, placeholders: dict[str, str] | None = None) -> list[str]:
+    """The arguments after ``python -m visionkit`` of a README command, each placeholder (a
+    substring such as ``/data/mycoco``) replaced by what the test wrote."""
+    for placeholder, value in (placeholders or {}).items():
+        assert placeholder in command, (placeholder, command)
+        command = command.replace(placeholder, value)
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "visionkit"], command
+    return words[3:]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import CLI, FAST, run_cli
+from tests.conftest import CLI, FAST, command_args, readme_commands, run_cli
 from tests.test_plugins import make_clashing_plugin
 
 
@@ -22,9 +22,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, site: dict[str, str]) -> Path:
-    """One short run with the example plugin's activation, chosen over the clash by config key."""
+    """One short run with the example plugin's activation, chosen over the clash by config key;
+    the README's SGD + warm-up cosine command, so that its optimizer and schedule states are in
+    the checkpoints checked for plain data."""
     out = tmp_path_factory.mktemp("ckpt") / "run"
-    args = ["train", *FAST, "model.act=squareplus", "+plugins.prefer.squareplus=visionkit-example"]
+    (sgd,) = [c for c in readme_commands("Train each task") if "scheduler=warmup_cosine" in c]
+    args = [*command_args(sgd), *FAST, "model.act=squareplus", "+plugins.prefer.squareplus=visionkit-example"]  # fmt: skip
     run_cli(*args, "test_after_fit=false", f"hydra.run.dir={out}", cwd=out.parent, data_dir=data_dir, env=site, check=True)  # fmt: skip
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import CLI
+from tests.conftest import CLI, command_args, readme_task_commands
 
 pytestmark = [
     pytest.mark.gpu,
@@ -49,11 +49,11 @@ def test_task_on_cuda(cli: CLI, tmp_path: Path, task: str, precision: str) -> No
     run = tmp_path / "run"
     detector = task in ("detection", "instance_segmentation")
     overrides = [
-        f"task={task}",
+        *command_args(readme_task_commands()[task]),  # the README's, with the GPU keys it names
         *(extra(task) if detector else []),
         f"trainer.precision={precision}",
     ]
-    cli("train", *overrides, *GPU, f"hydra.run.dir={run}", check=True)
+    cli(*overrides, *GPU, f"hydra.run.dir={run}", check=True)
     results = json.loads((run / "results.json").read_text())
     assert any(k.startswith("test/") for k in results), sorted(results)
     ckpt = run / "checkpoints" / "best.ckpt"

@@ -5,6 +5,7 @@ results as the checkpoint, and refuses what it cannot do (tiny in-process models
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from pycocotools import mask as mask_utils
 
 import visionkit
 from tests import deploy_models as dm
-from tests.conftest import run_cli
+from tests.conftest import command_args, readme_commands, run_cli
 from visionkit import export
 from visionkit.errors import ConfigError, ExportError
 
@@ -181,22 +182,26 @@ def test_exported_file_not_from_visionkit_is_refused(tmp_path: Path) -> None:
 
 
 def test_cli_export_then_predict_with_the_exported_file(tmp_path: Path, data_dir: Path, pictures: list[Path]) -> None:  # fmt: skip
-    """`export` writes model.onnx + export.json; `predict ckpt_path=model.onnx` writes what the
+    """The README's commands as written: `export` writes model.onnx + export.json into
+    outputs/export/<date_time>/; `predict ckpt_path=<that>/model.onnx input=photos/` writes what the
     checkpoint's predict writes (no data override anywhere)."""
-    ckpt = dm.save(dm.build("instance_segmentation"), tmp_path / "best.ckpt")
-    inputs = pictures[0].parent
+    export_line, predict_line = readme_commands("Export", level=3)
+    ckpt = dm.save(dm.build("instance_segmentation"), tmp_path / "outputs/instance_segmentation/run/checkpoints/best.ckpt")  # fmt: skip
+    shutil.copytree(pictures[0].parent, tmp_path / "photos")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return run_cli(*args, cwd=tmp_path, data_dir=data_dir, check=True)
 
-    proc = cli("export", f"ckpt_path={ckpt}", "format=onnx", f"input={inputs}", "hydra.run.dir=exp")
+    proc = cli(*command_args(export_line, {"outputs/.../": "outputs/instance_segmentation/run/"}), "input=photos/")  # fmt: skip
     assert "export:" in proc.stdout and "passed" in proc.stdout
-    report = json.loads((tmp_path / "exp" / "export.json").read_text())
+    (run,) = (tmp_path / "outputs" / "export").iterdir()
+    report = json.loads((run / "export.json").read_text())
     assert report["passed"] and report["images"] == 4 and report["task"] == "instance_segmentation"
     assert report["mask_pixels_differing"] <= 0.01
     outputs = {}
-    for name, model in (("ckpt", ckpt), ("onnx", tmp_path / "exp" / "model.onnx")):
-        cli("predict", f"ckpt_path={model}", f"input={inputs}", "num_workers=0", f"hydra.run.dir={name}")  # fmt: skip
+    cli("predict", f"ckpt_path={ckpt}", "input=photos/", "num_workers=0", "hydra.run.dir=ckpt")
+    cli(*command_args(predict_line, {"<date_time>": run.name}), "num_workers=0", "hydra.run.dir=onnx")  # fmt: skip
+    for name in ("ckpt", "onnx"):
         outputs[name] = json.loads((tmp_path / name / "detections.json").read_text())
     assert len(outputs["onnx"]) == len(outputs["ckpt"]) > 0
     key = lambda r: (r["image_id"], r["category_id"], round(r["score"], 4), r["bbox"])  # noqa: E731

@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 import visionkit
 from tests import deploy_models as dm
-from tests.conftest import ROOT
+from tests.conftest import readme_blocks
 from visionkit.errors import ConfigError
 
 SIZES = {"a.png": (50, 30), "sub/b.jpg": (33, 61), "c.png": (64, 64)}  # (width, height)
@@ -143,19 +143,10 @@ def test_load_refuses_what_it_cannot_use(tmp_path: Path) -> None:
         visionkit.load(tmp_path / "notes.ckpt")
 
 
-def readme_blocks() -> list[str]:
-    """The fenced python blocks of README.md's "## Use from Python" section."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Use from Python", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "README's Use-from-Python section has no ```python block"
-    return blocks
-
-
 def test_readme_use_from_python_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # fmt: skip
     """Each README example runs as written, on checkpoints at the paths it names."""
     monkeypatch.chdir(tmp_path)
-    blocks = readme_blocks()
+    blocks = readme_blocks("Use from Python", lang="python")
     paths = set(re.findall(r'"(outputs/[^"]+\.ckpt)"', "".join(blocks)))
     assert paths, "the README examples load no checkpoint"
     for path in paths:

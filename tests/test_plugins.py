@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
+from tests.conftest import CLI, command_args, readme_commands
+
+# the README's "Add a plugin" commands: list activations 'sq*', the backbone, the experiment
+LIST, BACKBONE, EXPERIMENT = readme_commands("Add a plugin")
 
 
 def make_plugin(
@@ -60,8 +63,15 @@ def test_example_plugin_parts_are_listed_with_their_distribution(cli: CLI) -> No
 
 
 def test_list_filters_by_family_and_pattern(cli: CLI) -> None:
-    proc = cli("list", "activations", "sq*", check=True)
+    """The README's `list activations 'sq*'` and `list backbones`."""
+    proc = cli(*command_args(LIST), check=True)
     assert proc.stdout.split() == ["activations", "squareplus", "visionkit-example"]
+    (backbones,) = [c for c in readme_commands("Train each task") if " list " in c]
+    lines = cli(*command_args(backbones), check=True).stdout.splitlines()
+    assert {"backbones example_net visionkit-example", "backbones simple_cnn visionkit"} <= set(
+        lines
+    )
+    assert all(line.startswith("backbones ") for line in lines)
 
 
 def test_list_unknown_family_suggests(cli: CLI) -> None:
@@ -141,15 +151,16 @@ def test_strict_override_stops_a_hydra_command(
 def test_plugin_config_is_selectable_and_its_backbone_trains(
     cli: CLI, fast: list[str], tmp_path: Path
 ) -> None:
-    proc = cli("train", "model/backbone=example_net", *fast, "hydra.run.dir=run", check=True)
+    proc = cli(*command_args(BACKBONE), *fast, "hydra.run.dir=run", check=True)
     cfg = (tmp_path / "run" / "config.yaml").read_text()
     assert "name: example_net" in cfg and "act: squareplus" in cfg
     assert (tmp_path / "run" / "results.json").is_file(), proc.stdout
 
 
-def test_plugin_experiment_is_selectable(cli: CLI) -> None:
-    proc = cli("train", "experiment=example_squareplus", "--cfg", "job", check=True)
-    assert "act: squareplus" in proc.stdout
+def test_plugin_experiment_is_selectable_and_trains(cli: CLI, fast: list[str], tmp_path: Path) -> None:  # fmt: skip
+    cli(*command_args(EXPERIMENT), *fast, "hydra.run.dir=run", check=True)
+    assert "act: squareplus" in (tmp_path / "run" / "config.yaml").read_text()
+    assert (tmp_path / "run" / "results.json").is_file()
 
 
 def test_failed_plugin_import_leaves_none_of_its_parts(tmp_path: Path, monkeypatch) -> None:

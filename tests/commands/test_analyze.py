@@ -5,19 +5,22 @@ from __future__ import annotations
 import csv
 import json
 
+from tests.conftest import command_args, readme_commands
+
 
 def test_analyze_vgg_cli(cli, tmp_path) -> None:
+    """The README's command as written, a smaller VGG with other blocks appended."""
+    (command,) = readme_commands("Inspect a model")
     out = tmp_path / "run"
     proc = cli(
-        "analyze", "model/backbone=vgg", "model.backbone.channels=[4,8,8]",
-        "model.backbone.depths=[1,1,1]", "model.norm=gn", "model.act=hswish",
-        "input_size=[3,32,32]", f"hydra.run.dir={out}", check=True,
+        *command_args(command), "model.backbone.channels=[4,8,8]", "model.backbone.depths=[1,1,1]",
+        "model.norm=gn", "model.act=hswish", f"hydra.run.dir={out}", check=True,
     )  # fmt: skip
     assert "MaxPool2dWithIndices" in proc.stdout and "HardSwish" in proc.stdout
     data = json.loads((out / "analysis.json").read_text())
-    assert data["input_size"] == [3, 32, 32] and data["backbone"]["name"] == "vgg"
+    assert data["input_size"] == [3, 64, 64] and data["backbone"]["name"] == "vgg"
     last = data["layers"][-1]
-    assert last["output_shape"] == [1, 8, 4, 4] and last["jump"] == [8, 8]
+    assert last["output_shape"] == [1, 8, 8, 8] and last["jump"] == [8, 8]
     assert data["total_params"] == sum(row["params"] for row in data["layers"]) > 0
     rows = list(csv.DictReader((out / "analysis.csv").open()))
     assert len(rows) == len(data["layers"]) and rows[0]["type"] == "Conv2d"

@@ -1,7 +1,8 @@
 """Own data for every task, as a user runs it (subprocess), on small data written here in each real
 format: COCO json + PNG/JPEG images (non-contiguous category and image ids, crowd regions, images
 without objects, grayscale / RGBA / palette pictures), image + mask PNG folders with classes.yaml,
-class-per-folder images; and scikit-learn's digits.
+class-per-folder images, Pascal VOC (XML, split lists, `difficult` objects, SegmentationObject
+PNGs), YOLO (polygon label lines, classes.txt); and scikit-learn's digits.
 
 Each (task, format) pair trains once: with the README's own-data command exactly as written (its
 placeholder root replaced by the data written here, the FAST overrides appended) where the README
@@ -26,13 +27,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST, readme_commands, run_cli
+from tests.conftest import FAST, command_args, readme_commands, run_cli
 
 CATEGORIES = {12: "cow", 3: "ant", 7: "bee"}  # listed out of order, ids with gaps
 COLOURS = {3: (220, 40, 40), 7: (40, 200, 40), 12: (40, 60, 230)}
 MODES = ("RGB", "L", "RGBA", "P")
 COUNTS = {"train": 8, "val": 4, "test": 7}  # 7 test images: 2 ranks pad one
-PLACEHOLDERS = {"/data/mycoco": "coco", "/data/pets": "imagefolder", "/data/roads": "masks"}
+PLACEHOLDERS = {"/data/mycoco": "coco", "/data/pets": "imagefolder", "/data/roads": "masks",
+                "/data/VOCdevkit/VOC2007": "voc", "/data/myyolo": "yolo"}  # fmt: skip
 PAIRS = [
     ("classification", "coco"),
     ("classification", "imagefolder"),
@@ -41,6 +43,9 @@ PAIRS = [
     ("semantic_segmentation", "masks"),
     ("detection", "coco"),
     ("instance_segmentation", "coco"),
+    ("detection", "voc"),
+    ("instance_segmentation", "voc"),
+    ("instance_segmentation", "yolo"),
 ]
 # a pair the README has no command for trains with this (small images and model)
 SMALL = {
@@ -193,7 +198,55 @@ def write_inputs(folder: Path) -> Path:
     return folder
 
 
-WRITERS = {"coco": write_coco, "masks": write_masks, "imagefolder": write_imagefolder}
+def write_voc(root: Path) -> Path:
+    """``root/Annotations/*.xml`` (crowd regions as `difficult` objects), ``root/JPEGImages/*``,
+    ``root/SegmentationObject/*.png`` (pixel k = the XML's k-th object) and both split lists
+    (ImageSets/Main and ImageSets/Segmentation)."""
+    for s, (split, n) in enumerate(COUNTS.items()):
+        rng = np.random.default_rng(50 + s)
+        stems = []
+        for i in range(n):
+            image, objects = scene(rng, i, split)
+            name = save(image, root / "JPEGImages", f"{split}{i}", jpeg=i % 2 == 0)
+            stems.append(Path(name).stem)
+            instances = np.zeros((image.height, image.width), np.uint8)
+            xml = []
+            for k, (cat, x, y, bw, bh, crowd) in enumerate(objects, start=1):
+                box = f"<xmin>{x + 1}</xmin><ymin>{y + 1}</ymin><xmax>{x + bw}</xmax><ymax>{y + bh}</ymax>"  # fmt: skip
+                xml.append(f"<object><name>{CATEGORIES[cat]}</name><difficult>{crowd}</difficult><bndbox>{box}</bndbox></object>")  # fmt: skip
+                instances[y : y + bh, x : x + bw] = k
+            size = f"<size><width>{image.width}</width><height>{image.height}</height><depth>3</depth></size>"  # fmt: skip
+            (root / "Annotations").mkdir(parents=True, exist_ok=True)
+            (root / "Annotations" / f"{stems[-1]}.xml").write_text(f"<annotation><filename>{name}</filename>{size}{''.join(xml)}</annotation>")  # fmt: skip
+            save(Image.fromarray(instances), root / "SegmentationObject", stems[-1], jpeg=False)
+        for kind in ("Main", "Segmentation"):
+            (root / "ImageSets" / kind).mkdir(parents=True, exist_ok=True)
+            (root / "ImageSets" / kind / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return root
+
+
+def write_yolo(root: Path) -> Path:
+    """``root/images/{split}/*``, ``root/labels/{split}/*.txt`` (a polygon line per object, the
+    crowd region too: YOLO has none), ``root/classes.txt``."""
+    index = {cat: k for k, cat in enumerate(sorted(CATEGORIES))}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("".join(f"{CATEGORIES[c]}\n" for c in sorted(CATEGORIES)))
+    for s, (split, n) in enumerate(COUNTS.items()):
+        rng = np.random.default_rng(60 + s)
+        for i in range(n):
+            image, objects = scene(rng, i, split)
+            name = save(image, root / "images" / split, f"{split}{i}", jpeg=i % 2 == 0)
+            lines = []
+            for cat, x, y, bw, bh, _ in objects:
+                corners = [(x, y), (x + bw, y), (x + bw, y + bh), (x, y + bh)]
+                xy = " ".join(f"{px / image.width:.6f} {py / image.height:.6f}" for px, py in corners)  # fmt: skip
+                lines.append(f"{index[cat]} {xy}\n")
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{Path(name).stem}.txt").write_text("".join(lines))
+    return root
+
+
+WRITERS = {"coco": write_coco, "masks": write_masks, "imagefolder": write_imagefolder, "voc": write_voc, "yolo": write_yolo}  # fmt: skip
 
 
 # -- the README's own-data commands --------------------------------------------------------------
@@ -203,7 +256,8 @@ def pair_of(command: str) -> tuple[str, str]:
     return words.get("task", "classification"), words.get("data", "shapes")
 
 
-README = {pair_of(c): c for c in readme_commands("Your own data")}
+# its training commands (the `convert` ones run in tests/commands/test_convert.py)
+README = {pair_of(c): c for c in readme_commands("Your own data") if c.split()[3] != "convert"}
 
 
 # -- one trained run per pair, then the other commands on its checkpoint ------------------------
@@ -243,12 +297,8 @@ class Chain:
         """The README's command (placeholder root replaced) or a small one, + FAST."""
         root = self.root()
         if (self.task, self.fmt) in README:
-            command = README[(self.task, self.fmt)]
-            for placeholder in PLACEHOLDERS:
-                command = command.replace(placeholder, str(root))
-            words = shlex.split(command)
-            assert words[:3] == ["python", "-m", "visionkit"], command
-            return [*words[3:], *FAST]
+            placeholders = {p: str(root) for p, fmt in PLACEHOLDERS.items() if fmt == self.fmt}
+            return [*command_args(README[(self.task, self.fmt)], placeholders), *FAST]
         return [f"task={self.task}", f"data={self.fmt}", f"data.root={root}", *SMALL[self.task],
                 "model.backbone.channels=[8,8,16,16]", *FAST]  # fmt: skip
 
@@ -333,6 +383,9 @@ def test_readme_own_data_section_covers_every_format() -> None:
         ("classification", "imagefolder"),
         ("semantic_segmentation", "masks"),
         ("classification", "digits"),
+        ("detection", "voc"),
+        ("instance_segmentation", "voc"),
+        ("instance_segmentation", "yolo"),
     }
     assert set(README) <= set(PAIRS)
     for command in README.values():
@@ -436,7 +489,7 @@ def with_ground_truth_hits(dets: list[dict], gt: dict, task: str) -> list[dict]:
     return [*dets, *hits]
 
 
-@pytest.mark.parametrize("pair", pairs(DETECTION))
+@pytest.mark.parametrize("pair", pairs(DETECTION, among=[(t, "coco") for t in DETECTION]))
 def test_coco_map_equals_pycocotools_on_detections_json(chains: dict, pair: tuple[str, str]) -> None:  # fmt: skip
     """The test mAP in results.json = pycocotools' COCOeval on (instances_test.json, detections.json),
     on data with non-contiguous ids, crowd regions, an empty image and L / RGBA / P pictures; and

@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 import visionkit
-from tests.conftest import FAST
+from tests.conftest import FAST, command_args, readme_task_commands
 from visionkit.commands.predict import find_images, output_names
 from visionkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from visionkit.errors import ConfigError
@@ -44,7 +44,7 @@ def write_tree(root: Path, sizes: dict[str, tuple[int, int]]) -> Path:
 def train(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, name: str, *overrides: str) -> Path:  # fmt: skip
     run = tmp_path_factory.mktemp(name) / "run"
     env = {**os.environ, "VISIONKIT_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}  # fmt: skip
-    args = [sys.executable, "-m", "visionkit", "train", *FAST, *SMALL, *overrides, "test_after_fit=false", f"hydra.run.dir={run}"]  # fmt: skip
+    args = [sys.executable, "-m", "visionkit", *overrides, *FAST, *SMALL, "test_after_fit=false", f"hydra.run.dir={run}"]  # fmt: skip
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run / "checkpoints" / "best.ckpt"
@@ -60,8 +60,10 @@ def classifier(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """A semantic segmentation checkpoint (the small generated set: training data is incidental)."""
-    return train(tmp_path_factory, data_dir, "seg", "task=semantic_segmentation", "data.image_size=48", "data.num_train=16", "data.num_val=8", "data.num_test=8")  # fmt: skip
+    """A semantic segmentation checkpoint (the small generated set: training data is incidental),
+    from the README's command, smaller data and model appended."""
+    readme = command_args(readme_task_commands()["semantic_segmentation"])
+    return train(tmp_path_factory, data_dir, "seg", *readme, "data.image_size=48", "data.num_train=16", "data.num_val=8", "data.num_test=8")  # fmt: skip
 
 
 def predict(cli, ckpt: Path, inputs: Path, out: str) -> subprocess.CompletedProcess:

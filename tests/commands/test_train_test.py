@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
+from tests.conftest import CLI, FAST, command_args, readme_commands, readme_task_commands, run_cli
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """One short classification training run shared by the tests below."""
-    from tests.conftest import FAST, run_cli
-
+    """One short classification training run shared by the tests below: the README's first
+    command (the default experiment), FAST appended."""
     run = tmp_path_factory.mktemp("cls") / "run"
-    run_cli("train", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=run.parent, data_dir=data_dir, check=True)  # fmt: skip
+    run_cli(*command_args(readme_task_commands()["classification"]), *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=run.parent, data_dir=data_dir, check=True)  # fmt: skip
     return run
 
 
@@ -65,10 +64,12 @@ def max_logged(run: Path, key: str) -> float:
 
 def test_results_report_the_validation_of_the_best_checkpoint(cli: CLI, fast: list[str], tmp_path: Path) -> None:  # fmt: skip
     """val/loss monitored with mode=max makes the first epoch the best (the loss falls): val/* in
-    results.json are that epoch's row of metrics.csv, the last epoch's are under last/val/*."""
+    results.json are that epoch's row of metrics.csv, the last epoch's are under last/val/*. The
+    model: the README's command swapping every block's norm and activation."""
     import torch
 
-    cli("train", *fast, "trainer.max_epochs=3", "task.monitor=val/loss", "task.monitor_mode=max", "test_after_fit=false", "hydra.run.dir=r", check=True)  # fmt: skip
+    (blocks,) = [c for c in readme_commands("Train each task") if "model.norm=gn" in c]
+    cli(*command_args(blocks), *fast, "trainer.max_epochs=3", "task.monitor=val/loss", "task.monitor_mode=max", "test_after_fit=false", "hydra.run.dir=r", check=True)  # fmt: skip
     run = tmp_path / "r"
     results = json.loads((run / "results.json").read_text())
     rows = logged_rows(run, "val/")
@@ -155,3 +156,40 @@ def test_help_lists_commands_and_does_not_import_torch(cli: CLI) -> None:
 def test_cfg_job_prints_the_composed_config(cli: CLI) -> None:
     proc = cli("--cfg", "job", "model.act=gelu", check=True)
     assert "act: gelu" in proc.stdout and "name: simple_cnn" in proc.stdout
+
+
+# the README's shapes commands that no other CPU run takes: the two detection tasks (tests/test_cuda.py
+# runs them on a GPU), the timm backbone, the deeplabv3 and retinanet heads
+SWAPS = [readme_task_commands()[task] for task in ("detection", "instance_segmentation")] + [
+    c for c in readme_commands("Train each task") if any(part in c for part in ("model/backbone=timm", "model/head=deeplabv3", "model/head=retinanet"))
+]  # fmt: skip
+SMALL_SHAPES = ["data.num_train=16", "data.num_val=8", "data.num_test=8", "test_after_fit=false"]
+
+
+@pytest.mark.parametrize("command", SWAPS, ids=lambda c: c.split("=")[-1])
+def test_readme_train_each_task_lines_train(
+    cli: CLI, fast: list[str], tmp_path: Path, command: str
+) -> None:
+    """Each command as written, on a small generated set: the run's config holds the part named
+    last on the line, and the run writes its best checkpoint."""
+    assert len(SWAPS) == 5, SWAPS
+    cli(*command_args(command), *fast, *SMALL_SHAPES, "hydra.run.dir=r", check=True)
+    part = command.split("=")[-1]
+    assert f": {part}\n" in (tmp_path / "r" / "config.yaml").read_text(), part
+    assert (tmp_path / "r" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_readme_finetune_command_keeps_the_runs_backbone_frozen(cli: CLI, fast: list[str], tmp_path: Path, trained_run: Path) -> None:  # fmt: skip
+    """The README's fine-tuning command as written, its <run> the shared shapes run: digits trained
+    for one epoch with the backbone frozen for two, so every backbone weight is the run's."""
+    import torch
+
+    (command,) = [c for c in readme_commands("Fine-tune from a checkpoint") if "finetune=" in c]
+    source = trained_run / "checkpoints" / "best.ckpt"
+    placeholder = "outputs/classification/<run>/checkpoints/best.ckpt"
+    cli(*command_args(command, {placeholder: str(source)}), *fast, "test_after_fit=false", "hydra.run.dir=r", check=True)  # fmt: skip
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["finetune"]["schedule"] == "freeze_unfreeze", results["finetune"]
+    before, after = (torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in (source, tmp_path / "r" / "checkpoints" / "best.ckpt"))  # fmt: skip
+    weights = [k for k in before if k.startswith("backbone.") and "running_" not in k and "num_batches" not in k]  # fmt: skip
+    assert weights and all(torch.equal(before[k], after[k]) for k in weights)

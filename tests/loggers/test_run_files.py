@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import FAST
+from tests.conftest import FAST, command_args, readme_commands
 from visionkit.loggers.run_files import publish_run, run_pictures
 
 # any attempt to reach a server fails at once instead of leaving the machine
@@ -24,12 +24,14 @@ NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """One short training run logging to MLflow and W&B at once."""
+    """One short training run logging to MLflow and W&B at once (the README's MobileNet + conv
+    head command)."""
     pytest.importorskip("mlflow")
     pytest.importorskip("wandb")
     run = tmp_path_factory.mktemp("loggers") / "run"
     env = {**os.environ, "VISIONKIT_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", **NO_NETWORK}
-    args = ["train", "logger=[mlflow,wandb]", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}"]
+    (mobilenet,) = [c for c in readme_commands("Train each task") if "model/backbone=mobilenet" in c]  # fmt: skip
+    args = [*command_args(mobilenet), "logger=[mlflow,wandb]", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={run}"]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "visionkit", *args],
         capture_output=True,
@@ -75,7 +77,7 @@ def test_wandb_offline_run_holds_config_metrics_and_pictures(logged_run: Path) -
     assert len(images) == len(stems) and all(i.startswith(s) for i, s in zip(images, stems, strict=True))  # fmt: skip
     (record,) = offline.glob("run-*.wandb")  # the binary run log: metrics and the config inside
     data = record.read_bytes()
-    assert b"val/acc" in data and b"train_eval/acc" in data and b"simple_cnn" in data
+    assert b"val/acc" in data and b"train_eval/acc" in data and b"mobilenet" in data
 
 
 def test_tensorboard_and_a_plugin_logger_receive_the_run_files(tmp_path: Path) -> None:

@@ -203,39 +203,32 @@ def test_visionkit_checkpoint_of_another_task(tmp_path: Path) -> None:
     assert all(torch.equal(ours[k], v) for k, v in theirs.items())
 
 
-def test_cli_fine_tunes_torchvision_weights_on_yolo_data(cli, fast, tmp_path: Path) -> None:
-    """`experiment=tv_... model.pretrained=<torchvision file>` trains on YOLO data with a freeze
-    schedule; results.json reports what was kept, re-initialised and matched (person: COCO's)."""
+def test_readme_command_fine_tunes_torchvision_weights_on_coco(cli, fast, tmp_path: Path) -> None:
+    """The README's `experiment=tv_fasterrcnn_resnet50_fpn data=coco ... model.pretrained=$HOME/...`
+    as written ($HOME: this test's folder, holding torchvision-layout weights at that path) on COCO
+    data written here, with a freeze schedule: results.json reports what was kept, re-initialised
+    and matched (cow: COCO's; ant and bee are not COCO classes)."""
     import json
 
-    import numpy as np
-    from PIL import Image
+    from tests.commands.test_own_data import write_coco
+    from tests.conftest import command_args, readme_commands
 
-    rng = np.random.default_rng(0)
-    root = tmp_path / "yolo"
-    for split, n in (("train", 4), ("val", 2)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "images" / split / f"{i}.png")  # fmt: skip
-            (root / "labels" / split / f"{i}.txt").write_text(
-                "0 0.3 0.3 0.3 0.4\n1 0.7 0.6 0.3 0.3\n"
-            )
-    (root / "classes.txt").write_text("person\nunicorn\n")
+    (command,) = readme_commands("Whole pretrained models", level=3)
+    root = write_coco(tmp_path / "coco")
     torch.manual_seed(0)
-    weights = tmp_path / "tv.pth"
-    tv = tvd.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None, num_classes=91)
+    weights = tmp_path / ".cache/torch/hub/checkpoints/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+    weights.parent.mkdir(parents=True)
+    tv = tvd.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
     torch.save(tv.state_dict(), weights)
     run = tmp_path / "run"
     cli(
-        "experiment=tv_fasterrcnn_mobilenet_v3_large_fpn", "data=yolo", f"data.root={root}",
-        "data.image_size=64", "data.batch_size=2", f"model.pretrained={weights}",
-        "finetune=freeze_unfreeze", "test_after_fit=false", f"hydra.run.dir={run}", *fast,
-        check=True,
+        *command_args(command, {"data.root=...": f"data.root={root}", "$HOME": str(tmp_path)}), "data.image_size=64",
+        "data.batch_size=2", "finetune=freeze_unfreeze", "test_after_fit=false",
+        f"hydra.run.dir={run}", *fast, check=True,
     )  # fmt: skip
     results = json.loads((run / "results.json").read_text())
     report = results["pretrained"]
-    assert report["format"] == "torchvision" and report["matched_classes"] == {"person": "person"}
+    assert report["format"] == "torchvision" and report["matched_classes"] == {"cow": "cow"}
     assert len(report["reinitialised"]) == 4 and report["kept"] > 200 and not report["missing"]
     assert "finetune" in results
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST, readme_commands
 
 COLOURS = {"ant": (220, 40, 40), "bee": (40, 200, 40), "cow": (40, 60, 230)}
 COUNTS = {"train": 6, "val": 3, "test": 3}
@@ -40,21 +40,10 @@ def small(root: Path) -> list[str]:
     return ["data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=4"]
 
 
-def readme_sweep_commands() -> list[str]:
-    """The commands of the README's "Sweep" section (``python -m visionkit``, ``torchrun``)."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Sweep\n", 1)[1].split("\n## ", 1)[0]
-    return [
-        line.strip()
-        for line in section.splitlines()
-        if line.startswith(("python -m visionkit", "torchrun"))
-    ]
-
-
 def readme_argv(prefix: str, **placeholders: str) -> list[str]:
     """The README command that starts with ``prefix``, as argv after ``python -m visionkit``
     (or the full argv of ``torchrun``), with ``<placeholder>``s replaced."""
-    matches = [c for c in readme_sweep_commands() if c.startswith(prefix)]
+    matches = [c for c in readme_commands("Sweep") if c.startswith(prefix)]
     assert len(matches) >= 1, f"README's Sweep section has no command starting with {prefix!r}"
     line = matches[0]
     for name, value in placeholders.items():
