@@ -39,6 +39,7 @@ RUN = {
     ("Train each task", 2, "python -m visionkit list backbones"): PLUGINS + "test_list_filters_by_family_and_pattern",
     ("Train each task", 2, "python -m visionkit optimizer=sgd scheduler=warmup_cosine"): "tests/test_checkpoints.py::test_checkpoint_is_plain_data_and_records_each_parts_supplier",
     ("Real-time detection", 3, "python -m visionkit experiment=rtdet_n"): "tests/commands/test_rtdet_readme.py::test_readme_rtdet_command_trains_and_tests_on_coco",
+    ("Real-time instance segmentation", 3, "python -m visionkit experiment=rtdet_seg_n"): "tests/commands/test_rtdet_readme.py::test_readme_rtdet_seg_command_trains_and_tests_on_coco",
     ("Your own data", 2, "python -m visionkit task=detection data=coco"): OWN_DATA,
     ("Your own data", 2, "python -m visionkit task=instance_segmentation data=coco"): OWN_DATA,
     ("Your own data", 2, "python -m visionkit data=imagefolder"): OWN_DATA,
