@@ -109,3 +109,16 @@ def test_a_command_ends_its_process_group_even_when_it_fails(tmp_path: Path) -> 
     with pytest.raises(RuntimeError, match="the command failed"):
         cli._user_errors_to_exit(command)("fail")
     assert not dist.is_initialized()
+
+
+def test_an_override_hydra_cannot_parse_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """An unquoted ``~`` (Hydra's grammar refuses it; bash does not expand it after ``key=``) is
+    one ``error:`` line naming the override, exit code 2; sweeps and quoted values still parse."""
+    cli.check_overrides(["trainer.devices=1,2", "data.split_list='a/{split}.txt'", "--multirun"])
+    cli.check_overrides(["callbacks=[ema,early_stopping]", "~callbacks", "+x=1"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_hydra_app(print, "train", ["model.pretrained=~/.cache/weights.pth"], "visionkit")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: override 'model.pretrained=~/.cache/weights.pth' does not parse")
+    assert err.count("\n") == 1 and "$HOME" in err

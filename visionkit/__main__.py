@@ -86,9 +86,30 @@ def run_hydra_app(
     # purpose; Hydra 1.3 then merges the two and warns that this matching is deprecated. The
     # merge is what we want (hydra-core<1.4 is pinned), so that one message is not shown.
     warnings.filterwarnings("ignore", r"\s*'hydra/sweeper/basic' is validated against ConfigStore schema", UserWarning)  # fmt: skip
+    check_overrides(argv)
     sys.argv = [prog, *argv]
     app = hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")
     return app(_user_errors_to_exit(function))()
+
+
+def check_overrides(argv: Sequence[str]) -> None:
+    """An override Hydra's grammar refuses (e.g. an unquoted ``~``) is one ``error:`` line and
+    exit code 2, like every other user mistake, not Hydra's multi-line lexer report and exit 1."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if "=" in arg and not arg.startswith("-"):
+            try:
+                parser.parse_overrides([arg])
+            except OverrideParseException as exc:
+                reason = str(exc).splitlines()[0]
+                _fail(
+                    f"override {arg!r} does not parse ({reason}); quote a value with special "
+                    f"characters, e.g. 'key=\"value\"', or write $HOME for ~ "
+                    "(https://hydra.cc/docs/advanced/override_grammar/basic/)"
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
