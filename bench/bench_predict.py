@@ -132,9 +132,9 @@ def main() -> None:
         "visionkit.load(...).predict on PNGs of mixed sizes (48-128 px), default model of each task "
         "(untrained: detectors keep up to their detections_per_img low-score boxes), 2 threads "
         "unless said, decoding in the main process. Plain loop: decode, preprocess and the model on "
-        "one image at a time without visionkit's predict path. Exported detectors take a batch of "
-        "images of one size (these pictures are all of different sizes, so they run one per call); "
-        "eager detectors run images of one shape together. CPU shared with other jobs: compare the "
+        "one image at a time without visionkit's predict path. Exported detectors take the whole "
+        "batch of pictures of different sizes in one call (padded, a size per image); eager "
+        "detectors run images of one shape together. CPU shared with other jobs: compare the "
         "ratios, not the absolute numbers.",
     )
 

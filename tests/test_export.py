@@ -80,7 +80,7 @@ def test_export_checks_itself_and_predicts_like_the_checkpoint(task: str, fmt: s
     path, report = exported(task, fmt)
     written = json.loads((path.parent / "export.json").read_text())
     assert written == json.loads(json.dumps(report)) and written["passed"] is True
-    assert written["dynamic"] == ["batch", "height", "width"] and written["images"] == 3
+    assert written["dynamic"] == ["batch", "height", "width"] and written["images"] == 4
     if export.is_detector(task):
         assert written["matched_detections"] > 0 and written["max_abs_box_diff"] <= 1e-3
     else:
@@ -120,19 +120,24 @@ def test_onnx_batch_is_dynamic(exported) -> None:
 
 
 @pytest.mark.parametrize("fmt", list(export.FORMATS))
-def test_exported_detector_runs_a_batch_in_one_call(fmt: str, exported, checkpoints: dict[str, Path], pictures: list[Path]) -> None:  # fmt: skip
-    """Three pictures of one size go through the graph in one call (batch_index tells their
-    detections apart), each with the eager model's detections and masks for it alone."""
+def test_exported_detector_runs_a_batch_of_mixed_sizes_in_one_call(fmt: str, exported, checkpoints: dict[str, Path], pictures: list[Path]) -> None:  # fmt: skip
+    """Pictures of different sizes (and two of one size) go through the graph in one call, padded
+    to one input with a size per image (batch_index tells their detections apart), each with the
+    eager model's detections and masks for it alone."""
     model = visionkit.load(exported("instance_segmentation", fmt)[0])
     calls = []
     run = model.runner.backend.run
     model.runner.backend.run = lambda *inputs: calls.append(inputs) or run(*inputs)
-    picture = torch.from_numpy(np.array(Image.open(pictures[2]).convert("RGB"))).permute(2, 0, 1)
-    batch = [picture, picture.flip(-1), picture.flip(-2)]
-    got = model.predict(batch, batch_size=3)
-    assert len(calls) == 1 and tuple(calls[0][0].shape[:2]) == (3, 3)
-    assert calls[0][1].tolist() == [64, 64]  # the size the detections come back in
-    compare([visionkit.load(checkpoints["instance_segmentation"]).predict(p) for p in batch], got)
+    a, b, c = (torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in pictures)  # fmt: skip
+    batch = [a, c, b, c.flip(-1)]
+    got = model.predict(batch, batch_size=4)
+    assert len(calls) == 1
+    images, image_size, original_size = calls[0]
+    assert original_size.tolist() == [list(p.shape[-2:]) for p in batch]
+    assert tuple(images.shape[:2]) == (4, 3) and list(images.shape[-2:]) == image_size.amax(0).tolist()  # fmt: skip
+    assert len({tuple(s) for s in image_size.tolist()}) == 3
+    eager = visionkit.load(checkpoints["instance_segmentation"])
+    compare([eager.predict(p) for p in batch], got)
 
 
 def test_an_export_of_another_layout_is_refused(exported, tmp_path: Path) -> None:
@@ -184,7 +189,7 @@ def test_cli_export_then_predict_with_the_exported_file(tmp_path: Path, data_dir
     proc = cli("export", f"ckpt_path={ckpt}", "format=onnx", f"input={inputs}", "hydra.run.dir=exp")
     assert "export:" in proc.stdout and "passed" in proc.stdout
     report = json.loads((tmp_path / "exp" / "export.json").read_text())
-    assert report["passed"] and report["images"] == 4 and report["task"] == "instance_segmentation"
+    assert report["passed"] and report["images"] == 5 and report["task"] == "instance_segmentation"
     assert report["mask_pixels_differing"] <= 0.01
     outputs = {}
     for name, model in (("ckpt", ckpt), ("onnx", tmp_path / "exp" / "model.onnx")):
