@@ -203,3 +203,17 @@ def test_cli_export_then_predict_with_the_exported_file(tmp_path: Path, data_dir
         assert e["segmentation"]["size"] == g["segmentation"]["size"]
         if e["segmentation"]["counts"] != g["segmentation"]["counts"]:  # the same pixels, or nearly
             assert mask_utils.iou([g["segmentation"]], [e["segmentation"]], [0])[0, 0] > 0.95
+
+
+def test_paste_masks_equals_torchvision_without_a_loop() -> None:
+    """The graph's paste (all masks at once, separable resize) gives torchvision's pasted masks."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((50, 30), (33, 61), (97, 128)):
+        corner = torch.rand(40, 2, generator=g) * torch.tensor([w, h]) * 1.2 - 5
+        boxes = torch.cat([corner, corner + torch.rand(40, 2, generator=g) * torch.tensor([w, h]) + 0.3], 1)  # fmt: skip
+        boxes[:, 0::2], boxes[:, 1::2] = boxes[:, 0::2].clamp(0, w), boxes[:, 1::2].clamp(0, h)
+        masks = torch.rand(40, 1, 28, 28, generator=g)
+        expected = paste_masks_in_image(masks, boxes, (h, w), padding=1)
+        torch.testing.assert_close(export.paste_masks(masks, boxes, torch.tensor([h, w])), expected, atol=2e-6, rtol=0)  # fmt: skip
