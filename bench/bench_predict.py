@@ -58,6 +58,9 @@ def build(task_name: str, out: Path) -> Path:
     if task_name == "semantic_segmentation":
         label_map = label_map.with_background()
     fake = SimpleNamespace(num_classes=label_map.num_classes, label_map=label_map, preprocessing=dm.preprocessing)  # fmt: skip
+    torch.manual_seed(
+        0
+    )  # the same weights in every run: the export check meets the same detections
     task = runner.build_task(cfg, fake).eval()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.deploy_models import save
