@@ -1,7 +1,7 @@
 """Prediction speed per task: one image at a time vs batched, eager PyTorch vs onnxruntime, and
 what visionkit adds on top of the model.
 
-    .venv/bin/python bench/bench_predict.py [--images 400] [--tasks classification ...]
+    .venv/bin/python bench/bench_predict.py [--images 400] [--tasks classification ...] [--threads 2]
 
 Each task's default model (conf/, shapes preprocessing, untrained weights: speed only) predicts
 the same N PNG pictures of mixed sizes through ``visionkit.load(...).predict``: one call per image,
@@ -58,6 +58,9 @@ def build(task_name: str, out: Path) -> Path:
     if task_name == "semantic_segmentation":
         label_map = label_map.with_background()
     fake = SimpleNamespace(num_classes=label_map.num_classes, label_map=label_map, preprocessing=dm.preprocessing)  # fmt: skip
+    torch.manual_seed(
+        0
+    )  # the same weights in every run: the export check meets the same detections
     task = runner.build_task(cfg, fake).eval()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.deploy_models import save
@@ -85,8 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--tasks", nargs="*", default=TASKS)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (torch and onnxruntime)")  # fmt: skip
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     import visionkit
     from visionkit import export
 
@@ -98,7 +102,7 @@ def main() -> None:
             ckpt = build(task_name, root)
             eager = visionkit.load(ckpt)
             report = export.export(eager.task, "onnx", root / task_name / "model.onnx", paths[:3])
-            onnx = export.load_exported(root / task_name / "model.onnx", threads=2)
+            onnx = export.load_exported(root / task_name / "model.onnx", threads=args.threads)
             eager.predict(paths[:4], batch_size=4)  # warm-up
             onnx.predict(paths[:4], batch_size=4)
             plain = timed(lambda m=eager: plain_loop(m, paths))
@@ -107,7 +111,7 @@ def main() -> None:
             ort = timed(lambda m=onnx: m.predict(paths, batch_size=BATCH))
             torch.set_num_threads(1)
             single_1 = timed(lambda m=eager: [m.predict(p) for p in paths])
-            torch.set_num_threads(2)
+            torch.set_num_threads(args.threads)
             n = len(paths)
             diff = report.get("max_abs_logit_diff", report.get("max_abs_box_diff"))
             rows.append([task_name, n, n / plain, n / single, n / single_1, n / batched, n / ort, single / plain, single / batched, batched / ort, diff])  # fmt: skip
@@ -130,11 +134,11 @@ def main() -> None:
         ],
         rows,
         "visionkit.load(...).predict on PNGs of mixed sizes (48-128 px), default model of each task "
-        "(untrained: detectors keep up to their detections_per_img low-score boxes), 2 threads "
+        f"(untrained: detectors keep up to their detections_per_img low-score boxes), {args.threads} thread(s) "
         "unless said, decoding in the main process. Plain loop: decode, preprocess and the model on "
-        "one image at a time without visionkit's predict path. Exported detectors take a batch of "
-        "images of one size (these pictures are all of different sizes, so they run one per call); "
-        "eager detectors run images of one shape together. CPU shared with other jobs: compare the "
+        "one image at a time without visionkit's predict path. Exported detectors take the whole "
+        "batch of pictures of different sizes in one call (padded, a size per image); eager "
+        "detectors run images of one shape together. CPU shared with other jobs: compare the "
         "ratios, not the absolute numbers.",
     )
 

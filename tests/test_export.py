@@ -82,7 +82,7 @@ def test_export_checks_itself_and_predicts_like_the_checkpoint(task: str, fmt: s
     path, report = exported(task, fmt)
     written = json.loads((path.parent / "export.json").read_text())
     assert written == json.loads(json.dumps(report)) and written["passed"] is True
-    assert written["dynamic"] == ["batch", "height", "width"] and written["images"] == 3
+    assert written["dynamic"] == ["batch", "height", "width"] and written["images"] == 4
     if export.is_detector(task):
         assert written["matched_detections"] > 0 and written["max_abs_box_diff"] <= 1e-3
     else:
@@ -129,19 +129,24 @@ def test_onnx_batch_is_dynamic(exported) -> None:
 
 
 @pytest.mark.parametrize("fmt", list(export.FORMATS))
-def test_exported_detector_runs_a_batch_in_one_call(fmt: str, exported, checkpoints: dict[str, Path], pictures: list[Path]) -> None:  # fmt: skip
-    """Three pictures of one size go through the graph in one call (batch_index tells their
-    detections apart), each with the eager model's detections and masks for it alone."""
+def test_exported_detector_runs_a_batch_of_mixed_sizes_in_one_call(fmt: str, exported, checkpoints: dict[str, Path], pictures: list[Path]) -> None:  # fmt: skip
+    """Pictures of different sizes (and two of one size) go through the graph in one call, padded
+    to one input with a size per image (batch_index tells their detections apart), each with the
+    eager model's detections and masks for it alone."""
     model = visionkit.load(exported("instance_segmentation", fmt)[0])
     calls = []
     run = model.runner.backend.run
     model.runner.backend.run = lambda *inputs: calls.append(inputs) or run(*inputs)
-    picture = torch.from_numpy(np.array(Image.open(pictures[2]).convert("RGB"))).permute(2, 0, 1)
-    batch = [picture, picture.flip(-1), picture.flip(-2)]
-    got = model.predict(batch, batch_size=3)
-    assert len(calls) == 1 and tuple(calls[0][0].shape[:2]) == (3, 3)
-    assert calls[0][1].tolist() == [64, 64]  # the size the detections come back in
-    compare([visionkit.load(checkpoints["instance_segmentation"]).predict(p) for p in batch], got)
+    a, b, c = (torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in pictures)  # fmt: skip
+    batch = [a, c, b, c.flip(-1)]
+    got = model.predict(batch, batch_size=4)
+    assert len(calls) == 1
+    images, image_size, original_size = calls[0]
+    assert original_size.tolist() == [list(p.shape[-2:]) for p in batch]
+    assert tuple(images.shape[:2]) == (4, 3) and list(images.shape[-2:]) == image_size.amax(0).tolist()  # fmt: skip
+    assert len({tuple(s) for s in image_size.tolist()}) == 3
+    eager = visionkit.load(checkpoints["instance_segmentation"])
+    compare([eager.predict(p) for p in batch], got)
 
 
 def test_an_export_of_another_layout_is_refused(exported, tmp_path: Path) -> None:
@@ -196,7 +201,7 @@ def test_cli_export_then_predict_with_the_exported_file(tmp_path: Path, data_dir
     assert "export:" in proc.stdout and "passed" in proc.stdout
     (run,) = (tmp_path / "outputs" / "export").iterdir()
     report = json.loads((run / "export.json").read_text())
-    assert report["passed"] and report["images"] == 4 and report["task"] == "instance_segmentation"
+    assert report["passed"] and report["images"] == 5 and report["task"] == "instance_segmentation"
     assert report["mask_pixels_differing"] <= 0.01
     outputs = {}
     cli("predict", f"ckpt_path={ckpt}", "input=photos/", "num_workers=0", "hydra.run.dir=ckpt")
@@ -211,3 +216,17 @@ def test_cli_export_then_predict_with_the_exported_file(tmp_path: Path, data_dir
         assert e["segmentation"]["size"] == g["segmentation"]["size"]
         if e["segmentation"]["counts"] != g["segmentation"]["counts"]:  # the same pixels, or nearly
             assert mask_utils.iou([g["segmentation"]], [e["segmentation"]], [0])[0, 0] > 0.95
+
+
+def test_paste_masks_equals_torchvision_without_a_loop() -> None:
+    """The graph's paste (all masks at once, separable resize) gives torchvision's pasted masks."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((50, 30), (33, 61), (97, 128)):
+        corner = torch.rand(40, 2, generator=g) * torch.tensor([w, h]) * 1.2 - 5
+        boxes = torch.cat([corner, corner + torch.rand(40, 2, generator=g) * torch.tensor([w, h]) + 0.3], 1)  # fmt: skip
+        boxes[:, 0::2], boxes[:, 1::2] = boxes[:, 0::2].clamp(0, w), boxes[:, 1::2].clamp(0, h)
+        masks = torch.rand(40, 1, 28, 28, generator=g)
+        expected = paste_masks_in_image(masks, boxes, (h, w), padding=1)
+        torch.testing.assert_close(export.paste_masks(masks, boxes, torch.tensor([h, w])), expected, atol=2e-6, rtol=0)  # fmt: skip

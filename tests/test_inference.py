@@ -157,3 +157,19 @@ def test_readme_use_from_python_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "HardSwish" in out and "classification ['ant', 'bee', 'cow']" in out
+
+
+def test_load_folds_norms_and_runs_channels_last_with_the_same_results(ckpts: dict[str, Path], images: dict[str, Path]) -> None:  # fmt: skip
+    """visionkit.load folds BatchNorms into their convolutions and keeps the convolution weights
+    channels-last (faster CPU kernels); results equal those of the model as saved."""
+    from visionkit.runner import load_task_from_checkpoint
+
+    model = visionkit.load(ckpts["classification"])
+    convs = [m for m in model.task.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.task.modules())
+    saved = load_task_from_checkpoint(ckpts["classification"]).eval()
+    assert not next(m for m in saved.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous(memory_format=torch.channels_last)  # fmt: skip
+    x = torch.stack([model.preprocess(p) for p in images.values()])
+    with torch.no_grad():
+        torch.testing.assert_close(model.task(x), saved(x), atol=1e-5, rtol=0)

@@ -156,3 +156,26 @@ def test_mixup_cutmix_give_soft_targets() -> None:
         assert soft.shape == (6, 3) and torch.allclose(soft.sum(1), torch.ones(6))
         assert mixed.shape == images.shape
     assert not BatchMix(3)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_preprocess_finishes_a_batch_as_each_image_alone(normalize: bool) -> None:
+    """Prepare (eval transforms) per picture, then finish (to float, normalise) a whole batch: the
+    numbers of the one-step pipeline of ToFloat/Normalize, image by image."""
+    from torchvision.transforms import v2
+
+    from visionkit.data.transforms import Normalize, Preprocess, ToFloat
+
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    spec = {"image_size": 24, "mean": mean, "std": std, "normalize": normalize}
+    spec["eval_transforms"] = [{"name": "resize", "size": [24, 24], "antialias": True}]
+    preprocess = Preprocess(spec)
+    oracle = v2.Compose([*build_pipeline(spec["eval_transforms"]), Normalize(mean, std) if normalize else ToFloat()])  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in ((30, 17), (24, 24), (9, 41))]  # fmt: skip
+    prepared = [preprocess.prepare(im) for im in images]
+    assert all(p.dtype == torch.uint8 and p.shape == (3, 24, 24) for p in prepared)
+    batch = preprocess.finish(torch.stack(prepared))
+    for image, finished in zip(images, batch, strict=True):
+        expected = oracle(tv_tensors.Image(image)).as_subclass(torch.Tensor)
+        assert torch.equal(finished, expected) and torch.equal(preprocess.to_input(image), expected)

@@ -104,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         enable_tta(model.task, cfg.get("tta"))
     names = output_names(files, root)
     score_thresh = cfg.get("score_thresh")
-    loader = predict_loader(files, model.preprocess.to_input, int(cfg.get("batch_size") or 1), int(cfg.get("num_workers") or 0), keep_raw=True)  # fmt: skip
+    loader = predict_loader(files, model.preprocess, int(cfg.get("batch_size") or 1), int(cfg.get("num_workers") or 0), keep_raw=True)  # fmt: skip
     pictures, images, records, labels = [], [], [], []
     for batch in loader:
         for result, i, raw in zip(model.predict_batch(batch), batch["index"], batch["raw"], strict=True):  # fmt: skip

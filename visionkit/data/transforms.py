@@ -113,12 +113,16 @@ class Preprocess:
 
     ``spec``: ``image_size``, ``mean``, ``std``, ``eval_transforms`` (TRANSFORMS specs) and
     ``normalize`` (False for detectors: images in 0..1, they normalise themselves). Picklable, so
-    predict's loader workers run it."""
+    predict's loader workers run it. Two steps: :meth:`prepare` (the eval transforms, one picture
+    at a time) and :meth:`finish` (to float and normalised; per pixel, so a batch of prepared
+    images of one size takes it in one call with the same numbers)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = dict(spec)
-        last = Normalize(spec["mean"], spec["std"]) if spec.get("normalize", True) else ToFloat()
-        self.pipeline = v2.Compose([*build_pipeline(spec.get("eval_transforms") or []), last])
+        self.normalize = bool(spec.get("normalize", True))
+        self.mean, self.std = list(spec["mean"]), list(spec["std"])
+        steps = build_pipeline(spec.get("eval_transforms") or [])
+        self.pipeline = v2.Compose(steps) if steps else None
 
     def __call__(self, image: Any) -> torch.Tensor:
         """Path, PIL image of any mode, ndarray or tensor -> float32 [3,H,W]."""
@@ -128,7 +132,21 @@ class Preprocess:
 
     def to_input(self, image_u8: torch.Tensor) -> torch.Tensor:
         """uint8 RGB [3,H,W] -> float32 [3,H',W'] model input."""
+        return self.finish(self.prepare(image_u8))
+
+    def prepare(self, image_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB [3,H,W] -> the eval transforms' output (uint8 [3,H',W'])."""
+        if self.pipeline is None:
+            return image_u8
         return self.pipeline(tv_tensors.Image(image_u8)).as_subclass(torch.Tensor)
+
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        """Prepared images [...,3,H,W] -> float32 in 0..1, normalised with ``mean``/``std`` unless
+        ``normalize`` is False (the kernels of :class:`ToFloat` and :class:`Normalize`)."""
+        from torchvision.transforms.v2 import functional as TF
+
+        x = TF.to_dtype(images, torch.float32, scale=True)
+        return TF.normalize(x, self.mean, self.std) if self.normalize else x
 
 
 def build_pipeline(specs: Sequence[Any] | None) -> list[Any]:

@@ -177,18 +177,11 @@ class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
             canonical_level=self.canonical_level,
         )
         level = mapper(boxes)
-        if (
-            exporting()
-        ):  # every level pools every box, the box's level is kept: no data-dependent shapes
-            pooled = [roi_align(f, rois, self.output_size, s, self.sampling_ratio) for f, s in zip(features, scales, strict=True)]  # fmt: skip
-            return sum(
-                p * (level == i).to(p.dtype)[:, None, None, None] for i, p in enumerate(pooled)
-            )  # type: ignore[return-value]
-        out = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
+        # each level pools its own boxes; exported, their count stays dynamic (no Python branch
+        # on it, no len(): a traced constant) and the rows go back in place as one ScatterND
+        out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *self.output_size))
         for i, (feature, scale) in enumerate(zip(features, scales, strict=True)):
             idx = torch.where(level == i)[0]
-            if len(idx):
-                out[idx] = roi_align(
-                    feature, rois[idx], self.output_size, scale, self.sampling_ratio
-                )
+            pooled = roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio)
+            out = out.index_put((idx,), pooled)
         return out
