@@ -16,6 +16,41 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The modules that take longest (subprocess trainings), longest first, measured with
+# `--durations=0`: `make test` passes --no-loadscope-reorder, so xdist hands the files out in
+# collection order, and the long ones start first while the short ones fill the end (xdist's own
+# order, by number of tests, started them last and left one worker running alone).
+SLOWEST_FIRST = (
+    "tests/commands/test_own_data_detection.py",
+    "tests/commands/test_bad_input.py",
+    "tests/test_export.py",
+    "tests/commands/test_own_data_instances.py",
+    "tests/commands/test_own_data_classification.py",
+    "tests/models/test_whole_pretrained.py",
+    "tests/commands/test_train_test.py",
+    "tests/commands/test_own_data_semantic.py",
+    "tests/sweep/test_job.py",
+    "tests/test_plugins.py",
+    "tests/test_configs.py",
+    "tests/commands/test_resume.py",
+    "tests/sweep/test_optuna_sweeper.py",
+    "tests/test_checkpoints.py",
+    "tests/commands/test_rtdet_readme.py",
+    "tests/commands/test_predict.py",
+    "tests/callbacks/test_finetuning.py",
+    "tests/commands/test_training_tools.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest modules first (SLOWEST_FIRST), the others after in their own order."""
+    missing = [path for path in SLOWEST_FIRST if not (ROOT / path).is_file()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py SLOWEST_FIRST names missing files: {missing}")
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
 def free_port() -> int:
     """A free TCP port on localhost (for a test's process group or launcher)."""
     with socket.socket() as sock:

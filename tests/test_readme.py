@@ -14,7 +14,7 @@ from collections import Counter
 
 from tests.conftest import ROOT, readme_commands
 
-OWN_DATA = "tests/commands/test_own_data.py::test_train"
+OWN_DATA = "tests/commands/own_data.py::test_train"
 CONVERT = (
     "tests/commands/test_convert.py::test_readme_convert_commands_coco_yolo_round_trip_and_voc"
 )

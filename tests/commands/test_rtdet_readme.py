@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from tests.commands.test_own_data import assert_in_original_pixels, coco_stats, write_coco
+from tests.commands.own_data import assert_in_original_pixels, coco_stats, write_coco
 from tests.conftest import FAST, readme_commands, run_cli
 
 STATS = ("map", "map_50", "map_75")

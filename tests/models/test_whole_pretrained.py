@@ -210,7 +210,7 @@ def test_readme_command_fine_tunes_torchvision_weights_on_coco(cli, fast, tmp_pa
     and matched (cow: COCO's; ant and bee are not COCO classes)."""
     import json
 
-    from tests.commands.test_own_data import write_coco
+    from tests.commands.own_data import write_coco
     from tests.conftest import command_args, readme_commands
 
     (command,) = readme_commands("Whole pretrained models", level=3)

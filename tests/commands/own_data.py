@@ -10,6 +10,10 @@ has one, else with a small model. `test`, `predict` and `browse` then run on tha
 On COCO, the test mAP in results.json must equal pycocotools' COCOeval run here on the written
 detections.json. Each training run also leaves the error analysis, learning curves and overlays a
 user looks at; and `test` on 2 gloo processes gives the same detections as on one.
+
+The tests are defined here once and run from one module per task (test_own_data_<task>.py), each
+on the pairs of its task: a module's chains run in one worker (`--dist loadfile`), and the four
+modules spread over the workers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import io
 import json
 import shlex
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,13 +353,29 @@ def chains(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[tup
 
 
 def pairs(tasks: tuple[str, ...] | None = None, among: list[tuple[str, str]] = PAIRS) -> list[Any]:
-    """PAIRS (or those ``among``) as params (the file runs in one worker: `--dist loadfile`, so
-    each pair's chain runs once)."""
+    """PAIRS (or those ``among``) of ``tasks`` as params."""
     return [
         pytest.param((t, f), id=f"{t}-{f}")
         for t, f in PAIRS
         if (tasks is None or t in tasks) and (t, f) in among
     ]
+
+
+def among(chosen: list[tuple[str, str]]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Marks a test to run on the ``chosen`` pairs only (all PAIRS without the mark)."""
+
+    def mark(test: Callable[..., None]) -> Callable[..., None]:
+        test.among = chosen  # type: ignore[attr-defined]
+        return test
+
+    return mark
+
+
+def parametrize_pairs(metafunc: pytest.Metafunc, tasks: tuple[str, ...]) -> None:
+    """A task module's ``pytest_generate_tests``: each test's pairs of ``tasks``."""
+    if "pair" in metafunc.fixturenames:
+        chosen = getattr(metafunc.function, "among", PAIRS)
+        metafunc.parametrize("pair", pairs(tasks, chosen))
 
 
 def label_ids(fmt: str) -> set[int]:
@@ -393,7 +414,6 @@ def test_readme_own_data_section_covers_every_format() -> None:
         assert len(used) == (0 if "data=digits" in command else 1), command
 
 
-@pytest.mark.parametrize("pair", pairs())
 def test_train(chains: dict, pair: tuple[str, str]) -> None:
     """Train (the README's command where it has one): results.json, best and last checkpoints."""
     chain = chains[pair]
@@ -439,7 +459,7 @@ def assert_error_analysis(run: Path, results: dict, task: str) -> None:
     assert set(table) == set(results["test/confusion"]["labels"][:-1])
 
 
-@pytest.mark.parametrize("pair", pairs(among=ONE_PER_TASK))
+@among(ONE_PER_TASK)
 def test_test(chains: dict, pair: tuple[str, str]) -> None:
     """`test ckpt_path=...` on the same data: results.json with the task's test keys."""
     chain = chains[pair]
@@ -489,7 +509,7 @@ def with_ground_truth_hits(dets: list[dict], gt: dict, task: str) -> list[dict]:
     return [*dets, *hits]
 
 
-@pytest.mark.parametrize("pair", pairs(DETECTION, among=[(t, "coco") for t in DETECTION]))
+@among([(t, "coco") for t in DETECTION])
 def test_coco_map_equals_pycocotools_on_detections_json(chains: dict, pair: tuple[str, str]) -> None:  # fmt: skip
     """The test mAP in results.json = pycocotools' COCOeval on (instances_test.json, detections.json),
     on data with non-contiguous ids, crowd regions, an empty image and L / RGBA / P pictures; and
@@ -513,7 +533,7 @@ def test_coco_map_equals_pycocotools_on_detections_json(chains: dict, pair: tupl
         assert [ours[f"{prefix}{name}"] for name in STATS] == pytest.approx(oracle, abs=1e-4)
 
 
-@pytest.mark.parametrize("pair", pairs(among=[("detection", "coco")]))
+@among([("detection", "coco")])
 def test_ddp_test_gathers_every_image_once(chains: dict, pair: tuple[str, str]) -> None:
     """`test` on 2 gloo processes: detections of both ranks in one file, the sampler's padding
     (7 images on 2 ranks) removed, and the same detections and mAP as on one process."""
@@ -531,7 +551,7 @@ def test_ddp_test_gathers_every_image_once(chains: dict, pair: tuple[str, str]) 
     assert ddp["test/map"] == pytest.approx(single["test/map"], abs=1e-4)
 
 
-@pytest.mark.parametrize("pair", pairs(among=ONE_PER_TASK))
+@among(ONE_PER_TASK)
 def test_predict(chains: dict, pair: tuple[str, str]) -> None:
     """`predict ckpt_path=... input=<folder>`: one picture per input at its size, and the task's
     files in the dataset's ids."""
@@ -557,7 +577,7 @@ def test_predict(chains: dict, pair: tuple[str, str]) -> None:
         assert {p["category_id"] for p in predictions} <= label_ids(chain.fmt)
 
 
-@pytest.mark.parametrize("pair", pairs(among=ONE_PER_FORMAT))
+@among(ONE_PER_FORMAT)
 def test_browse(chains: dict, pair: tuple[str, str]) -> None:
     """`browse`: a PNG grid of augmented training samples of the user's data."""
     out = chains[pair].browse()
