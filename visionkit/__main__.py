@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,10 +81,6 @@ def run_hydra_app(
     from visionkit.plugins import conf_dir, register_config_search_path
 
     register_config_search_path()
-    # conf/hydra/sweeper/basic.yaml (the grid sweeper) shadows Hydra's structured `basic` on
-    # purpose; Hydra 1.3 then merges the two and warns that this matching is deprecated. The
-    # merge is what we want (hydra-core<1.4 is pinned), so that one message is not shown.
-    warnings.filterwarnings("ignore", r"\s*'hydra/sweeper/basic' is validated against ConfigStore schema", UserWarning)  # fmt: skip
     check_overrides(argv)
     sys.argv = [prog, *argv]
     app = hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")

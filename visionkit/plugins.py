@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import warnings
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -134,6 +135,12 @@ def register_config_search_path() -> None:
     from hydra.core.config_search_path import ConfigSearchPath
     from hydra.core.plugins import Plugins
     from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    # conf/hydra/sweeper/basic.yaml (the grid sweeper) shadows Hydra's structured `basic` on
+    # purpose; Hydra 1.3 then merges the two and warns that this matching is deprecated. The
+    # merge is what we want (hydra-core<1.4 is pinned), so that one message is not shown, by the
+    # CLI or by a compose call.
+    warnings.filterwarnings("ignore", r"\s*'hydra/sweeper/basic' is validated against ConfigStore schema", UserWarning)  # fmt: skip
 
     class VisionkitPluginConfigs(SearchPathPlugin):
         """Appends each ``visionkit.configs`` entry point's directory to the search path."""
