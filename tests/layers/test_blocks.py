@@ -147,28 +147,3 @@ def test_aspp_pooling_branch_equals_bn_on_pooled_features() -> None:
     ref = torch.relu(nn.functional.batch_norm(pooled, None, None, branch.norm.weight, branch.norm.bias, training=True))  # fmt: skip
     torch.testing.assert_close(branch(x), ref.expand(-1, -1, 5, 6))
     assert m(torch.randn(1, 3, 5, 6)).shape == (1, 4, 5, 6)  # batch of one trains
-
-
-def test_fold_batch_norms_keeps_outputs() -> None:
-    """Folded (inference): BatchNorms in eval mode go into their convolutions, same outputs;
-    blocks without a norm or in training mode stay."""
-    from visionkit.layers.blocks import ConvNormAct, fold_batch_norms
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        ConvNormAct(3, 8, 3, norm="bn", act="relu"),
-        ConvNormAct(8, 8, 3, stride=2, groups=2, norm="bn", act="relu"),
-        ConvNormAct(8, 4, 1, norm=None, act=None),
-    )
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2), m.bias.data.uniform_(-1, 1)  # fmt: skip
-    x = torch.randn(2, 3, 16, 16)
-    model.eval()
-    with torch.no_grad():
-        before = model(x)
-        assert fold_batch_norms(model) == 2
-        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
-    assert isinstance(model[0].norm, torch.nn.Identity) and model[0].conv.bias is not None
-    trained = ConvNormAct(3, 8, 3, norm="bn").train()
-    assert fold_batch_norms(trained) == 0 and isinstance(trained.norm, torch.nn.BatchNorm2d)

@@ -96,22 +96,6 @@ class ConvNormAct(nn.Sequential):
         self.out_channels = out_channels * channel_multiplier(act_module)
 
 
-def fold_batch_norms(model: nn.Module) -> int:
-    """For inference only: each :class:`ConvNormAct` whose norm is a BatchNorm2d in eval mode gets
-    it folded into its convolution (``torch.nn.utils.fuse_conv_bn_eval``: the same outputs to
-    float rounding, one op less per block); returns how many were folded. Training the model
-    afterwards would train without those norms."""
-    from torch.nn.utils import fuse_conv_bn_eval
-
-    folded = 0
-    for block in model.modules():
-        conv, bn = getattr(block, "conv", None), getattr(block, "norm", None)
-        if isinstance(block, ConvNormAct) and isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and not bn.training and bn.track_running_stats:  # fmt: skip
-            block.conv, block.norm = fuse_conv_bn_eval(conv, bn), nn.Identity()
-            folded += 1
-    return folded
-
-
 @LAYERS.register("bottleneck")
 class Bottleneck(nn.Module):
     """1x1 reduce -> k x k (stride, dilation, groups) -> 1x1 expand, each with a norm; activations
