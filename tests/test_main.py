@@ -90,12 +90,18 @@ def test_a_resume_restores_the_runs_overrides_and_the_given_ones_win(run_dir: Pa
     assert "task=detection" in cli.resume_in_place(elsewhere)
 
 
-def test_a_command_ends_its_process_group_even_when_it_fails(tmp_path: Path) -> None:
+def test_a_command_ends_its_process_group_even_when_it_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Lightning leaves a gloo group alive at exit, where gloo can abort a finished rank (SIGABRT):
     every command destroys it, also when the command raises."""
     import torch.distributed as dist
+    from hydra.core.hydra_config import HydraConfig
 
     from tests.conftest import free_port
+
+    # outside a Hydra job (an earlier in-process compose in this worker may have left one set)
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: False))
 
     def command(cfg: object) -> None:
         url = f"tcp://127.0.0.1:{free_port()}"
