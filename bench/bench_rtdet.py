@@ -93,12 +93,9 @@ def infer_speed(task, images: list[torch.Tensor], batch: int, seconds: float = 3
     return n / (time.perf_counter() - start)
 
 
-def learn(task, dm, cpu_seconds: float, val_images: int, lr: float) -> tuple[int, float, float]:
+def train_for(task, dm, cpu_seconds: float, lr: float) -> int:
     """Train for ``cpu_seconds`` of this process's CPU time (data loading included; fair on a
-    shared machine), AdamW at ``lr`` after a 50-step linear warm-up; -> (images seen, val mAP@0.5,
-    val mAP) on the first ``val_images`` validation images."""
-    from torchmetrics.detection import MeanAveragePrecision
-
+    shared machine), AdamW at ``lr`` after a 50-step linear warm-up; -> images seen."""
     from visionkit.tasks.detection import drop_crowd
 
     task.train()
@@ -106,8 +103,8 @@ def learn(task, dm, cpu_seconds: float, val_images: int, lr: float) -> tuple[int
     seen, step, start = 0, 0, time.process_time()
     while time.process_time() - start < cpu_seconds:
         for images, targets in dm.train_dataloader():
-            for g in opt.param_groups:
-                g["lr"] = lr * min(1.0, (step + 1) / 50)
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / 50)
             losses = task.head(list(images), [drop_crowd(t) for t in targets], task.features)
             opt.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
@@ -115,6 +112,15 @@ def learn(task, dm, cpu_seconds: float, val_images: int, lr: float) -> tuple[int
             seen, step = seen + len(images), step + 1
             if time.process_time() - start >= cpu_seconds:
                 break
+    return seen
+
+
+def learn(task, dm, cpu_seconds: float, val_images: int, lr: float) -> tuple[int, float, float]:
+    """:func:`train_for`, then -> (images seen, val mAP@0.5, val mAP) on the first
+    ``val_images`` validation images."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    seen = train_for(task, dm, cpu_seconds, lr)
     task.eval()
     metric = MeanAveragePrecision(backend="faster_coco_eval")
     done = 0

@@ -16,40 +16,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_rtdet import batches, build, infer_speed, train_speed
+from bench_rtdet import batches, build, infer_speed, train_for, train_speed
 from common import write_table
 
 MODELS = {
     "maskrcnn (default)": ["task=instance_segmentation"],
     "rtdet_seg_n": ["experiment=rtdet_seg_n"],
 }
-
-
-def train_for(task, dm, cpu_seconds: float, lr: float) -> int:
-    """Train for ``cpu_seconds`` of this process's CPU time; -> images seen."""
-    from visionkit.tasks.detection import drop_crowd
-
-    task.train()
-    opt = torch.optim.AdamW(task.parameters(), lr=lr, weight_decay=0.01)
-    seen, step, start = 0, 0, time.process_time()
-    while time.process_time() - start < cpu_seconds:
-        for images, targets in dm.train_dataloader():
-            for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / 50)
-            losses = task.head(list(images), [drop_crowd(t) for t in targets], task.features)
-            opt.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            opt.step()
-            seen, step = seen + len(images), step + 1
-            if time.process_time() - start >= cpu_seconds:
-                break
-    return seen
 
 
 @torch.no_grad()
