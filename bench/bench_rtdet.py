@@ -23,6 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import compose, write_table
 
+from visionkit.inference import for_prediction
+
 MODELS = {
     "fasterrcnn (default)": ["task=detection"],
     "rtdet_n": ["experiment=rtdet_n"],
@@ -82,7 +84,9 @@ def train_speed(task, data: list, repeats: int) -> tuple[float, dict[str, float]
 
 @torch.no_grad()
 def infer_speed(task, images: list[torch.Tensor], batch: int, seconds: float = 3.0) -> float:
-    task.eval()
+    """Eval-mode images/s, post-processing included, of the model ``visionkit.load`` would give
+    (a folded, channels-last copy: the task itself goes on training)."""
+    task = for_prediction(task)
     chunks = [images[i : i + batch] for i in range(0, len(images) - batch + 1, batch)]
     task(chunks[0])
     n, start = 0, time.perf_counter()
