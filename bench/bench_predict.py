@@ -1,7 +1,7 @@
 """Prediction speed per task: one image at a time vs batched, eager PyTorch vs onnxruntime, and
 what visionkit adds on top of the model.
 
-    .venv/bin/python bench/bench_predict.py [--images 400] [--tasks classification ...] [--threads 2]
+    .venv/bin/python bench/bench_predict.py [--images 400] [--tasks classification ...] [--threads 2] [--repeats 3]
 
 Each task's default model (conf/, shapes preprocessing, untrained weights: speed only) predicts
 the same N PNG pictures of mixed sizes through ``visionkit.load(...).predict``: one call per image,
@@ -11,15 +11,19 @@ itself against the eager model). The reference is a plain loop without visionkit
 (decode, the recorded preprocessing, the model on one image): one call per image / plain loop is
 visionkit's own per-call cost. One call per image is timed with 1 thread too: at batch 1 a second
 intra-op thread mostly waits (and on a shared machine waits long). Threads: 2 unless said.
+Each figure is the median of ``--repeats`` rounds, the rows timed in turn within a round (one
+pass each was noisy: classification's ratios moved 1.2-2.6x between two quiet runs).
 Ratios are against rows of the same run, since the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +78,30 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def rounds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each of ``fns``, timed in turn ``repeats`` times (so a busy moment of a
+    shared machine hits one round of every row rather than all rounds of one row)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with 1 intra-op thread (the thread count restored after)."""
+
+    def run() -> object:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
+
+
 def plain_loop(model, paths: list[Path]) -> None:
     """Decode, preprocess and run the model on one image at a time, outside visionkit's predict
     path (no loader, no typed results): the reference for its per-call cost."""
@@ -89,6 +117,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--tasks", nargs="*", default=TASKS)
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (torch and onnxruntime)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; each figure is their median")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import visionkit
@@ -105,13 +134,18 @@ def main() -> None:
             onnx = export.load_exported(root / task_name / "model.onnx", threads=args.threads)
             eager.predict(paths[:4], batch_size=4)  # warm-up
             onnx.predict(paths[:4], batch_size=4)
-            plain = timed(lambda m=eager: plain_loop(m, paths))
-            single = timed(lambda m=eager: [m.predict(p) for p in paths])
-            batched = timed(lambda m=eager: m.predict(paths, batch_size=BATCH))
-            ort = timed(lambda m=onnx: m.predict(paths, batch_size=BATCH))
-            torch.set_num_threads(1)
-            single_1 = timed(lambda m=eager: [m.predict(p) for p in paths])
-            torch.set_num_threads(args.threads)
+            one = lambda m=eager: [m.predict(p) for p in paths]  # noqa: E731
+            t = rounds(
+                {
+                    "plain": lambda m=eager: plain_loop(m, paths),
+                    "single": one,
+                    "batched": lambda m=eager: m.predict(paths, batch_size=BATCH),
+                    "ort": lambda m=onnx: m.predict(paths, batch_size=BATCH),
+                    "single_1": one_thread(one),
+                },
+                args.repeats,
+            )
+            plain, single, batched, ort, single_1 = (t[k] for k in ("plain", "single", "batched", "ort", "single_1"))  # fmt: skip
             n = len(paths)
             diff = report.get("max_abs_logit_diff", report.get("max_abs_box_diff"))
             rows.append([task_name, n, n / plain, n / single, n / single_1, n / batched, n / ort, single / plain, single / batched, batched / ort, diff])  # fmt: skip
@@ -135,7 +169,7 @@ def main() -> None:
         rows,
         "visionkit.load(...).predict on PNGs of mixed sizes (48-128 px), default model of each task "
         f"(untrained: detectors keep up to their detections_per_img low-score boxes), {args.threads} thread(s) "
-        "unless said, decoding in the main process. Plain loop: decode, preprocess and the model on "
+        f"unless said, decoding in the main process; each figure the median of {args.repeats} rounds. Plain loop: decode, preprocess and the model on "
         "one image at a time without visionkit's predict path. Exported detectors take the whole "
         "batch of pictures of different sizes in one call (padded, a size per image); eager "
         "detectors run images of one shape together. CPU shared with other jobs: compare the "

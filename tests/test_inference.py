@@ -160,8 +160,9 @@ def test_readme_use_from_python_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_load_prepares_the_model_for_prediction_only(ckpts: dict[str, Path], images: dict[str, Path]) -> None:  # fmt: skip
-    """BatchNorms folded into their convs and channels-last weights (CPU); the same results as
-    the task as trained (tests/layers/test_fuse.py checks the folding on trained statistics)."""
+    """BatchNorms folded into their convs, the activations after them in place and channels-last
+    weights (CPU); the same results as the task as trained (tests/layers/test_fuse.py checks the
+    folding on trained statistics and where activations may run in place)."""
     from visionkit.runner import load_task_from_checkpoint
 
     model = visionkit.load(ckpts["semantic_segmentation"])
@@ -169,8 +170,11 @@ def test_load_prepares_the_model_for_prediction_only(ckpts: dict[str, Path], ima
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)
     convs = [m for m in modules if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    relus = [m for m in modules if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(r.inplace for r in relus)
     trained = load_task_from_checkpoint(ckpts["semantic_segmentation"]).eval()
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
+    assert not any(getattr(m, "inplace", False) for m in trained.modules())
     x = [oracle_input(p, 40) for p in images.values()]
     with torch.no_grad():
         torch.testing.assert_close(model.task.predict_outputs(x), trained.predict_outputs(x), atol=1e-5, rtol=1e-5)  # fmt: skip

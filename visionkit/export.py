@@ -373,6 +373,10 @@ class OnnxRunner:
             raise ConfigError(f"{path}: running ONNX files needs onnxruntime: pip install 'visionkit[export]'") from None  # fmt: skip
         options = ort.SessionOptions()
         options.log_severity_level = 3  # its graph optimiser's notes on shared initialisers: noise
+        # idle pool threads block instead of spinning: by default they spin for ~20 ms after each
+        # run, taking a core from torch's decoding and pre- and post-processing between runs
+        # (semantic segmentation's per-image resize + softmax), with 2 threads on 2 cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

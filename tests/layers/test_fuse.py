@@ -1,5 +1,6 @@
 """Conv-BN fusion: fused models give the unfused outputs (a classifier, a segmentation model, rtdet),
-every foldable norm is folded, and the caller's model is left as it was (it may go on training)."""
+every foldable norm is folded, and the caller's model is left as it was (it may go on training).
+In-place activations: only where their input is a new tensor nothing else reads; same outputs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
 from visionkit.layers.blocks import ConvNormAct
-from visionkit.layers.fuse import fuse_conv_bn
+from visionkit.layers.fuse import fuse_conv_bn, inplace_activations
 from visionkit.registries import TASKS
 
 LABELS = {"names": ["a", "b", "c"], "ids": [1, 2, 3]}
@@ -56,7 +57,7 @@ def test_fused_outputs_equal_unfused(task_name: str) -> None:
     randomise_norms(task)
     task.eval()
     before = copy.deepcopy(task.state_dict())
-    fused = fuse_conv_bn(task)
+    fused = inplace_activations(fuse_conv_bn(task))
     assert norms(task) > 0 and norms(fused) == 0
     images = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(2)]  # fmt: skip
     with torch.no_grad():
@@ -105,3 +106,39 @@ def test_folds_only_sequential_pairs_of_conv_then_batchnorm() -> None:
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
     assert fuse_conv_bn(model, inplace=True) is model and isinstance(model[0].norm, nn.Identity)
+
+
+def test_activations_run_in_place_only_on_a_new_tensor_nothing_else_reads() -> None:
+    shared = nn.ReLU()  # also used by a module's own forward: left alone
+
+    class Custom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(4, 4, 1), shared
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(x) + self.conv(x)  # the caller's x
+
+    model = nn.Sequential(
+        nn.ReLU(),  # 0: the caller's input
+        ConvNormAct(3, 4, 3, norm="bn", act="relu"),  # 1: conv -> (folded) norm -> act
+        Conv2dNormActivation(4, 4, activation_layer=nn.SiLU, inplace=False),  # 2: torchvision's
+        nn.Sequential(nn.Conv2d(4, 4, 1), shared),  # 3: shared instance
+        Custom(),  # 4
+        nn.MaxPool2d(1),  # 5: not known to make a new tensor
+        nn.LeakyReLU(),  # 6
+        nn.GroupNorm(2, 4),  # 7
+        nn.Dropout(0.0),  # 8: not an activation
+        nn.Hardswish(),  # 9: a dropout in between
+    )
+    randomise_norms(model)
+    model.eval()
+    reference = copy.deepcopy(model)
+    assert inplace_activations(fuse_conv_bn(model, inplace=True)) is model
+    acts = {"relu input": model[0], "cna": model[1].act, "tv": model[2][2], "shared": shared, "after pool": model[6], "after dropout": model[9]}  # fmt: skip
+    assert {k for k, m in acts.items() if m.inplace} == {"cna", "tv"}
+    x = torch.randn(2, 3, 9, 9)
+    x_before = x.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(x, x_before)  # the caller's tensor is not overwritten
