@@ -30,10 +30,14 @@ def _first_supplier(top: str) -> str | None:
     """The first installed distribution that ships the top-level package ``top``: what
     ``importlib.metadata.packages_distributions()[top][0]`` gives, without parsing every
     distribution's file list (the torch wheel lists ~15,000 files; that took ~0.3 s CPU in every
-    CLI process). A file list in which ``top`` does not occur as text cannot ship it; the others
-    are read as the standard library reads them (top_level.txt, else the ``.py`` files)."""
+    CLI process). The standard library's rule: top_level.txt, else the first part (or the stem)
+    of each ``.py`` file listed; of a RECORD, only the lines a pattern finds can name ``top``
+    (``top/...py`` or ``top.py``), so only those are parsed."""
+    import csv
     from importlib.metadata import distributions
+    from pathlib import PurePosixPath
 
+    lines = re.compile(rf'^"?(?:\./)*{re.escape(top)}(?:/[^\n]*?)?\.py"?,[^\n]*$', re.M)
     for dist in distributions():
         declared = (dist.read_text("top_level.txt") or "").split()
         if declared:
@@ -41,11 +45,14 @@ def _first_supplier(top: str) -> str | None:
                 return dist.metadata["Name"]
             continue
         record = dist.read_text("RECORD")
-        if record is not None and top not in record:
-            continue
+        if record:
+            rows = csv.reader(m.group(0) for m in lines.finditer(record))
+            files: Iterable[PurePosixPath] = [PurePosixPath(row[0]) for row in rows if row]
+        else:  # no RECORD: the file list the standard library reads instead (egg-info)
+            files = dist.files or ()
         inferred = {
             f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
-            for f in dist.files or ()
+            for f in files
             if f.suffix == ".py"
         }
         if top in inferred:
