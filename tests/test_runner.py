@@ -17,6 +17,7 @@ from visionkit.errors import ConfigError
         ("max_epochs", "abc", "trainer.max_epochs='abc': expected int or null, got str"),
         ("max_epochs", 1.5, "trainer.max_epochs=1.5: expected int or null, got float"),
         ("limit_train_batches", "all", "trainer.limit_train_batches='all': expected int or float"),
+        ("limit_val_batches", "half", "trainer.limit_val_batches='half': expected int or float or null"),
         ("deterministic", "maybe", "trainer.deterministic='maybe': expected bool or 'warn' or null"),
         ("precision", "half", "trainer.precision='half': expected 64 or 32"),
         ("benchmark", 1, "trainer.benchmark=1: expected bool or null, got int"),

@@ -89,6 +89,7 @@ ANALYSIS = {
         ["pr_curves_bbox_test.png", "pr_curves_segm_test.png", "detection_confusion_test.png"],
     ),
 }
+DDP_TEST = [("detection", "coco")]  # `test` on 2 gloo processes against `test` on one
 MONITORED = {"classification": "acc", "semantic_segmentation": "mIoU", "detection": "map_50",
              "instance_segmentation": "segm_map_50"}  # fmt: skip
 
@@ -329,8 +330,12 @@ class Chain:
         return self.done[name]
 
     def test(self) -> Path:
-        # every test image, so that the numbers can be checked against pycocotools
-        return self.step("test", "test", f"ckpt_path={self.ckpt()}", *self.data_args(), *FAST, "trainer.limit_test_batches=1.0")  # fmt: skip
+        # every test image, so that the numbers can be checked against pycocotools; one image per
+        # batch where the run is also the one-process reference of the DDP test (an image's
+        # detections then cannot depend on the others padded beside it; training's own test
+        # after fit runs the batched test of every pair)
+        one = ["data.batch_size=1"] if (self.task, self.fmt) in DDP_TEST else []
+        return self.step("test", "test", f"ckpt_path={self.ckpt()}", *self.data_args(), *FAST, "trainer.limit_test_batches=1.0", *one)  # fmt: skip
 
     def predict(self) -> Path:
         return self.step("predict", "predict", f"ckpt_path={self.ckpt()}", f"input={self.inputs()}", *self.data_args(), "trainer.accelerator=cpu")  # fmt: skip
@@ -533,16 +538,15 @@ def test_coco_map_equals_pycocotools_on_detections_json(chains: dict, pair: tupl
         assert [ours[f"{prefix}{name}"] for name in STATS] == pytest.approx(oracle, abs=1e-4)
 
 
-@among([("detection", "coco")])
+@among(DDP_TEST)
 def test_ddp_test_gathers_every_image_once(chains: dict, pair: tuple[str, str]) -> None:
     """`test` on 2 gloo processes: detections of both ranks in one file, the sampler's padding
-    (7 images on 2 ranks) removed, and the same detections and mAP as on one process."""
+    (7 images on 2 ranks) removed, and the same detections and mAP as on one process (the pair's
+    `test` run, also one image per batch: see Chain.test)."""
     chain = chains[pair]
-    # one image per batch: an image's detections do not depend on the others padded beside it
     args = ["test", f"ckpt_path={chain.ckpt()}", *chain.data_args(), *FAST, "trainer.limit_test_batches=1.0", "data.batch_size=1"]  # fmt: skip
     outputs = []
-    for step, devices in (("test_one", []), ("test_ddp", ["trainer.devices=2", "trainer.strategy=ddp"])):  # fmt: skip
-        out = chain.step(step, *args, *devices)
+    for out in (chain.test(), chain.step("test_ddp", *args, "trainer.devices=2", "trainer.strategy=ddp")):  # fmt: skip
         outputs.append((json.loads((out / "results.json").read_text()), json.loads((out / "detections.json").read_text())))  # fmt: skip
     (single, single_dets), (ddp, ddp_dets) = outputs
     per_image = [sorted(Counter(d["image_id"] for d in dets).items()) for dets in (single_dets, ddp_dets)]  # fmt: skip

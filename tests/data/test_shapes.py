@@ -99,3 +99,16 @@ def test_one_shape_per_image_for_classification(tmp_path: Path) -> None:
 def test_bad_parameters_raise(kwargs: dict) -> None:
     with pytest.raises(ConfigError, match="data\\."):
         ShapesSpec(**kwargs)
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_a_root_that_cannot_be_created_is_one_config_error(where: str, tmp_path: Path) -> None:
+    """data.root under a file, or where no folder can be made (/proc): the root and why."""
+    (tmp_path / "file").write_text("")
+    root = tmp_path / "file" / "x" if where == "under_a_file" else Path("/proc/visionkit")
+    with pytest.raises(ConfigError) as err:
+        ensure_shapes(root, SPEC)
+    expected = f"cannot create the generated dataset under data.root {root}: "
+    assert str(err.value).startswith(expected)
+    if where == "under_a_file":
+        assert str(err.value) == f"{expected}{tmp_path / 'file'} is a file"
