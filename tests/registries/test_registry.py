@@ -212,3 +212,18 @@ def test_registry_error_message_is_not_quoted_like_keyerror() -> None:
     err = RegistryError("plain message")
     assert str(err) == "plain message"
     assert isinstance(err, KeyError)
+
+
+def test_source_of_names_the_supplier_the_standard_library_names() -> None:
+    """The fast lookup agrees with ``importlib.metadata.packages_distributions`` (the oracle) for
+    the packages parts come from and ones whose import name differs from their distribution's."""
+    from importlib.metadata import packages_distributions
+
+    from visionkit.registries.registry import _first_supplier
+
+    expected = packages_distributions()
+    tops = ["visionkit", "visionkit_example", "torch", "torchvision", "pytorch_lightning", "timm"]
+    tops += ["PIL", "yaml", "google", "_distutils_hack", "hydra_plugins"]  # renamed / shared names
+    tops = [t for t in tops if t in expected]
+    assert len(tops) >= 8
+    assert {t: _first_supplier(t) for t in tops} == {t: expected[t][0] for t in tops}
