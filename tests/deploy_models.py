@@ -57,6 +57,7 @@ RTDET = {
         "num_convs": 1,
         "score_thresh": 0.0,
         "detections_per_img": 20,
+        "merge_boxes": True,  # weighted NMS in the exported graph too
     },
 }
 # its instance-segmentation variant (mask prototypes), exported like Mask R-CNN; with distance bins

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
@@ -218,7 +218,9 @@ def test_losses_are_normalised_by_the_rank_averaged_positive_count(monkeypatch: 
 
 
 def reference_postprocess(det, logits, boxes, sizes, originals) -> list[dict]:
-    """One image at a time, with torchvision's batched_nms per image (class groups)."""
+    """One image at a time, with torchvision's batched_nms per image (class groups); with
+    ``det.merge_boxes`` each kept box averaged, loop by loop, over the candidates of its class
+    overlapping it by more than nms_thresh, weighted by score."""
     out = []
     for i in range(len(logits)):
         scores = logits[i].sigmoid().flatten()
@@ -232,12 +234,21 @@ def reference_postprocess(det, logits, boxes, sizes, originals) -> list[dict]:
         bx[:, 1::2] = bx[:, 1::2].clamp(0, h)
         bx = bx * (originals[i] / sizes[i]).flip(0).repeat(2)
         kept = batched_nms(bx, top, labels, det.nms_thresh)[: det.detections_per_img]
-        out.append({"boxes": bx[kept], "labels": labels[kept], "scores": top[kept]})
+        merged = bx[kept].clone()
+        for row, j in enumerate(kept.tolist()) if det.merge_boxes else ():
+            total, weights = torch.zeros(4), 0.0
+            for c in range(len(bx)):
+                # itself included (also a box clipped to zero area, whose IoU is undefined)
+                if c == j or (labels[c] == labels[j] and box_iou(bx[c, None], bx[j, None]).item() > det.nms_thresh):  # fmt: skip
+                    total, weights = total + top[c] * bx[c], weights + top[c].item()
+            merged[row] = total / weights
+        out.append({"boxes": merged, "labels": labels[kept], "scores": top[kept]})
     return out
 
 
-def test_batched_postprocess_equals_a_per_image_loop() -> None:
-    det = head(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=40, detections_per_img=7).detector
+@pytest.mark.parametrize("merge", [False, True])
+def test_batched_postprocess_equals_a_per_image_loop(merge: bool) -> None:
+    det = head(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=40, detections_per_img=7, merge_boxes=merge).detector  # fmt: skip
     torch.manual_seed(2)
     b, n, k = 4, 30, 3
     logits = torch.randn(b, n, k) * 2
@@ -250,6 +261,9 @@ def test_batched_postprocess_equals_a_per_image_loop() -> None:
     want = reference_postprocess(det, logits, boxes, sizes, originals)
     assert [len(g["boxes"]) for g in got] == [len(w["boxes"]) for w in want]
     assert len(want[0]["boxes"]) == 7 and len(want[3]["boxes"]) == 0
+    plain = reference_postprocess(head(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=40, detections_per_img=7).detector, logits, boxes, sizes, originals)  # fmt: skip
+    moved = [not torch.allclose(w["boxes"], p["boxes"]) for w, p in zip(want, plain, strict=True)]
+    assert any(moved) == merge  # merging moves some boxes (the case has overlapping candidates)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g["boxes"], w["boxes"])
         torch.testing.assert_close(g["scores"], w["scores"])

@@ -12,7 +12,9 @@ PP-YOLOE), built for batches: every step is a tensor operation over the whole ba
   with its assigned box; GIoU (or DIoU / CIoU) box loss, and with bins the distribution focal loss
   (DFL) on the two bins around each target distance; all normalised by the number of positives;
 * post-processing: one score threshold and top-k over the batch, one ``batched_nms`` for the whole
-  batch (image x class groups), ``detections_per_img`` by rank; no per-image Python loop.
+  batch (image x class groups), ``detections_per_img`` by rank; no per-image Python loop. With
+  ``merge_boxes`` (weighted NMS, as YOLOv5's ``merge``) each kept box becomes the score-weighted
+  mean of the candidates of its image and class that overlap it by more than ``nms_thresh``.
 
 The head contract is the detectors' (:mod:`visionkit.models.heads.detector_base`): images are a
 list of float [3,H,W] in 0..1 that the head normalises and resizes (``min_size``/``max_size``, as
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import (
     batched_nms,
+    box_iou,
     complete_box_iou_loss,
     distance_box_iou_loss,
     generalized_box_iou_loss,
@@ -291,6 +294,7 @@ class RTDetector(nn.Module):
         box_loss: str = "giou",
         reg_max: int = 0,
         dfl_weight: float = 0.25,
+        merge_boxes: bool = False,
     ) -> None:
         super().__init__()
         self.transform = transform
@@ -311,6 +315,7 @@ class RTDetector(nn.Module):
         self.box_loss = BOX_LOSSES[box_loss]
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.pre_nms_top_n, self.detections_per_img = int(pre_nms_top_n), int(detections_per_img)
+        self.merge_boxes = bool(merge_boxes)
 
     def predict(self, maps: list[torch.Tensor]) -> Prediction:
         """Feature maps -> :class:`Prediction` (class logits, boxes, points, strides, bins)."""
@@ -402,7 +407,7 @@ class RTDetHead(nn.Module):
     ``num_convs`` 3x3 convs per branch; ``topk``/``alpha``/``beta``/``center_radius``: assigner;
     ``box_loss`` (giou | diou | ciou) and its weight ``box_weight``; ``reg_max``: 0 for
     ``exp`` distances, else bins 0..reg_max (strides) per side with the DFL weighted ``dfl_weight``; ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
-    ``detections_per_img``: post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``:
+    ``detections_per_img``, ``merge_boxes`` (weighted NMS): post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``:
     the image transform, as torchvision's detectors (and ``size_divisible``: pad batches to a
     multiple of it; default 1, as strided 'same' convolutions and the necks take any size).
     """
@@ -425,6 +430,7 @@ class RTDetHead(nn.Module):
         box_loss: str = "giou",
         reg_max: int = 0,
         dfl_weight: float = 0.25,
+        merge_boxes: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -443,7 +449,7 @@ class RTDetHead(nn.Module):
         self.detector = RTDetector(
             channels, strides, num_classes, num_convs, norm, act, transform, assigner, box_weight,
             common.score_thresh, nms_thresh, pre_nms_top_n, common.detections_per_img, prior_prob,
-            box_loss, reg_max, dfl_weight,
+            box_loss, reg_max, dfl_weight, merge_boxes,
         )  # fmt: skip
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
@@ -477,7 +483,9 @@ def select_detections(det: RTDetector, logits: torch.Tensor, boxes: torch.Tensor
     """:meth:`RTDetector.postprocess`'s selection (top-k per image, one ``batched_nms`` for the
     batch, ``detections_per_img`` by rank), which also says which point each detection came from
     (the instance-segmentation variant reads its mask coefficients there). With one image (the
-    exported graph's path) ``counts`` is ``[-1]``: not read from the graph's values."""
+    exported graph's path) ``counts`` is ``[-1]``: not read from the graph's values. With
+    ``det.merge_boxes`` each chosen box is then the score-weighted mean of the candidates of its
+    image and class overlapping it by more than ``nms_thresh`` (itself included)."""
     from torchvision.models.detection._utils import _topk_min
 
     bsz, _, k = logits.shape
@@ -502,4 +510,12 @@ def select_detections(det: RTDetector, logits: torch.Tensor, boxes: torch.Tensor
         rank = torch.arange(len(kept), device=kept.device) - start[image[kept]]
         kept = kept[rank < det.detections_per_img]
         counts = per_image.clamp(max=det.detections_per_img).tolist()
+    if det.merge_boxes:
+        group = image * k + labels
+        near = (box_iou(scaled[kept], scaled) > det.nms_thresh) & (group[kept][:, None] == group[None, :])  # fmt: skip
+        weight = near * scores[None, :]
+        total = weight.sum(1, keepdim=True)
+        merged = torch.where(total > 0, (weight @ cand) / total.clamp(min=1e-12), cand[kept])
+        ratio = (originals / sizes).flip(1).repeat(1, 2)[image[kept]]
+        return Selected(merged * ratio, merged, scores[kept], labels[kept], image[kept], point[kept], counts)  # fmt: skip
     return Selected(scaled[kept], cand[kept], scores[kept], labels[kept], image[kept], point[kept], counts)  # fmt: skip
