@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import (
     batched_nms,
-    box_iou,
     complete_box_iou_loss,
     distance_box_iou_loss,
     generalized_box_iou_loss,
@@ -511,11 +510,35 @@ def select_detections(det: RTDetector, logits: torch.Tensor, boxes: torch.Tensor
         kept = kept[rank < det.detections_per_img]
         counts = per_image.clamp(max=det.detections_per_img).tolist()
     if det.merge_boxes:
-        group = image * k + labels
-        near = (box_iou(scaled[kept], scaled) > det.nms_thresh) & (group[kept][:, None] == group[None, :])  # fmt: skip
-        weight = near * scores[None, :]
-        total = weight.sum(1, keepdim=True)
-        merged = torch.where(total > 0, (weight @ cand) / total.clamp(min=1e-12), cand[kept])
+        merged = merge_boxes(kept, cand, scaled, scores, labels, image, bsz, det.nms_thresh)
         ratio = (originals / sizes).flip(1).repeat(1, 2)[image[kept]]
         return Selected(merged * ratio, merged, scores[kept], labels[kept], image[kept], point[kept], counts)  # fmt: skip
     return Selected(scaled[kept], cand[kept], scores[kept], labels[kept], image[kept], point[kept], counts)  # fmt: skip
+
+
+def merge_boxes(kept: torch.Tensor, cand: torch.Tensor, scaled: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, image: torch.Tensor, bsz: int, iou_thresh: float) -> torch.Tensor:  # fmt: skip
+    """Weighted NMS: each kept candidate's box (``cand``, [C,4]) becomes the score-weighted mean of
+    the candidates of its image and class whose box (``scaled``: NMS's) overlaps it by more than
+    ``iou_thresh``, itself included. Candidates are ordered by image (``image`` non-decreasing)
+    and compared with their own image's only, padded per image: [M, widest image]."""
+    if bsz == 1:  # also the exported graph's path (no counts read from values)
+        pads = [t[None] for t in (cand, scaled, scores, labels)]
+        valid = torch.ones_like(scores, dtype=torch.bool)[None]
+    else:
+        counts = torch.bincount(image, minlength=bsz)
+        rank = torch.arange(len(image), device=image.device) - (counts.cumsum(0) - counts)[image]
+        width = int(counts.max()) if len(image) else 0
+        pads = []
+        for t in (cand, scaled, scores, labels):
+            pad = t.new_zeros(bsz, width, *t.shape[1:])
+            pad[image, rank] = t
+            pads.append(pad)
+        valid = torch.zeros(bsz, width, dtype=torch.bool, device=image.device)
+        valid[image, rank] = True
+    img = image[kept]
+    near_cand, near_scaled, near_scores, near_labels = (t[img] for t in pads)  # [M, width, ...]
+    iou = elementwise_iou(scaled[kept][:, None, :], near_scaled)
+    weight = ((iou > iou_thresh) & (near_labels == labels[kept][:, None]) & valid[img]) * near_scores  # fmt: skip
+    total = weight.sum(1, keepdim=True)
+    mean = (weight[..., None] * near_cand).sum(1) / total.clamp(min=1e-12)
+    return torch.where(total > 0, mean, cand[kept])
