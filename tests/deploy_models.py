@@ -57,10 +57,12 @@ RTDET = {
         "num_convs": 1,
         "score_thresh": 0.0,
         "detections_per_img": 20,
+        "merge_boxes": True,  # weighted NMS in the exported graph too
     },
 }
-# its instance-segmentation variant (mask prototypes), exported like Mask R-CNN
-RTDET_SEG = {**RTDET, "head": {**RTDET["head"], "name": "rtdet_seg", "num_protos": 4, "proto_channels": 8}}  # fmt: skip
+# its instance-segmentation variant (mask prototypes), exported like Mask R-CNN; with distance bins
+# (reg_max > 0, their softmax expectation in the graph), so that both box decodings are exported
+RTDET_SEG = {**RTDET, "head": {**RTDET["head"], "name": "rtdet_seg", "num_protos": 4, "proto_channels": 8, "reg_max": 4}}  # fmt: skip
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.rtdet import (  # fmt: skip
     ImageTransform,
     TaskAlignedAssigner,
+    distribution_focal_loss,
     pairwise_iou,
     varifocal_loss,
 )
@@ -114,6 +115,85 @@ def test_losses_follow_their_formulas() -> None:
     assert losses["loss_box"].item() == pytest.approx(2.0 * box_sum / len(pos), rel=1e-4)
 
 
+def iou_terms(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """IoU, squared centre distance / squared hull diagonal (DIoU) and CIoU's aspect term v."""
+    iw, ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))  # fmt: skip
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    diag = (max(a[2], b[2]) - min(a[0], b[0])) ** 2 + (max(a[3], b[3]) - min(a[1], b[1])) ** 2
+    dist = ((a[0] + a[2] - b[0] - b[2]) / 2) ** 2 + ((a[1] + a[3] - b[1] - b[3]) / 2) ** 2
+    v = 4 / math.pi**2 * (math.atan((b[2] - b[0]) / (b[3] - b[1])) - math.atan((a[2] - a[0]) / (a[3] - a[1]))) ** 2  # fmt: skip
+    return iw * ih / union, dist / diag, v
+
+
+def reference_dfl(bins: np.ndarray, target: np.ndarray) -> float:
+    """The DFL with plain loops: per row and side, -log softmax at the two bins around the target
+    (clamped into [0, R - 0.01]), weighted by the distance to the other one; mean over sides."""
+    total = 0.0
+    for row, t_row in zip(bins, target, strict=True):
+        for side, t in zip(row, t_row, strict=True):
+            t = min(max(float(t), 0.0), len(side) - 1 - 0.01)
+            lo = math.floor(t)
+            logp = side - side.max() - math.log(np.exp(side - side.max()).sum())
+            total += (-logp[lo] * (lo + 1 - t) - logp[lo + 1] * (t - lo)) / 4
+    return total
+
+
+def test_distribution_focal_loss_equals_a_plain_loop() -> None:
+    torch.manual_seed(0)
+    bins = torch.randn(5, 4, 9)
+    target = torch.tensor([[0.0, 0.5, 3.25, 7.99], [8.0, 12.0, -1.0, 4.0], *torch.rand(3, 4).mul(8).tolist()])  # fmt: skip
+    want = reference_dfl(bins.numpy().astype(np.float64), target.numpy())
+    assert distribution_focal_loss(bins, target).item() == pytest.approx(want, rel=1e-5)
+    # a distribution on the two bins around the target, split as the target, is the minimum
+    best = torch.full((1, 4, 9), -30.0)
+    best[0, :, 2], best[0, :, 3] = math.log(0.75), math.log(0.25)
+    assert distribution_focal_loss(best, torch.full((1, 4), 2.25)) < distribution_focal_loss(best, torch.full((1, 4), 2.75))  # fmt: skip
+
+
+@pytest.mark.parametrize("box_loss", ["diou", "ciou"])
+def test_box_loss_options_follow_their_formulas(box_loss: str) -> None:
+    """DIoU: 1 - IoU + d^2 / c^2; CIoU adds alpha * v, alpha = v / (1 - IoU + v) (Zheng et al.)."""
+    det = head(box_weight=3.0, box_loss=box_loss).detector
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [4.0, 12.0]])
+    strides = torch.full((4,), 8.0)
+    logits = torch.zeros(1, 4, 3)
+    boxes = torch.tensor([[[0.0, 1.0, 14.0, 9.0], [3.0, 0.0, 18.0, 12.0], [10.0, 0.0, 26.0, 6.0], [0.0, 2.0, 9.0, 20.0]]])  # fmt: skip
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 16.0, 10.0]]), "labels": torch.tensor([2])}]
+    fg = det.assign(logits, boxes, points, strides, targets).foreground[0]
+    total = 0.0
+    for i in fg.nonzero().flatten().tolist():
+        iou, d, v = iou_terms(boxes[0, i].numpy(), targets[0]["boxes"][0].numpy())
+        total += 1 - iou + d + (v * v / (1 - iou + v) if box_loss == "ciou" else 0.0)
+    assert fg.sum() >= 2
+    loss = det.loss(logits, boxes, points, strides, targets)["loss_box"].item()
+    assert loss == pytest.approx(3.0 * total / int(fg.sum()), rel=1e-4)
+
+
+def test_distance_bins_decode_to_their_expectation_and_add_the_dfl() -> None:
+    """reg_max > 0: each side's distance is stride * sum_i i * softmax(bins)_i; training adds
+    ``loss_dfl`` = dfl_weight * DFL(bins of the positives, target distances in strides) / positives."""
+    h = head(reg_max=4, dfl_weight=0.5)
+    det = h.detector
+    torch.manual_seed(2)
+    maps = [torch.randn(1, 8, 4, 4), torch.randn(1, 8, 2, 2)]
+    with torch.no_grad():
+        logits, boxes, points, strides, bins = det.predict(maps)
+    assert bins.shape == (1, 20, 4, 5)
+    for n in (0, 5, 17, 19):  # a loop over points and sides
+        dist = [float((bins[0, n, j].softmax(0) * torch.arange(5.0)).sum()) * float(strides[n]) for j in range(4)]  # fmt: skip
+        want = [points[n, 0] - dist[0], points[n, 1] - dist[1], points[n, 0] + dist[2], points[n, 1] + dist[3]]  # fmt: skip
+        torch.testing.assert_close(boxes[0, n], torch.tensor(want), atol=1e-5, rtol=0)
+    targets = [{"boxes": torch.tensor([[2.0, 3.0, 20.0, 30.0]]), "labels": torch.tensor([1])}]
+    a = det.assign(logits, boxes, points, strides, targets)
+    losses = det.loss(logits, boxes, points, strides, targets, a, bins)
+    pos = a.foreground[0].nonzero().flatten().tolist()
+    assert pos and set(losses) == {"loss_cls", "loss_box", "loss_dfl"}
+    gt = targets[0]["boxes"][0]
+    dist = torch.stack([torch.cat([points[i] - gt[:2], gt[2:] - points[i]]) / strides[i] for i in pos])  # fmt: skip
+    want = reference_dfl(bins[0, pos].detach().double().numpy(), dist.numpy())
+    assert losses["loss_dfl"].item() == pytest.approx(0.5 * want / len(pos), rel=1e-5)
+
+
 def test_losses_are_normalised_by_the_rank_averaged_positive_count(monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Under DDP the positive count is averaged over ranks (all_reduce / world size, at least 1):
     with every other rank's count twice this one's, the mean is 1.5x it and the losses 1/1.5x."""
@@ -138,7 +218,9 @@ def test_losses_are_normalised_by_the_rank_averaged_positive_count(monkeypatch: 
 
 
 def reference_postprocess(det, logits, boxes, sizes, originals) -> list[dict]:
-    """One image at a time, with torchvision's batched_nms per image (class groups)."""
+    """One image at a time, with torchvision's batched_nms per image (class groups); with
+    ``det.merge_boxes`` each kept box averaged, loop by loop, over the candidates of its class
+    overlapping it by more than nms_thresh, weighted by score."""
     out = []
     for i in range(len(logits)):
         scores = logits[i].sigmoid().flatten()
@@ -152,12 +234,21 @@ def reference_postprocess(det, logits, boxes, sizes, originals) -> list[dict]:
         bx[:, 1::2] = bx[:, 1::2].clamp(0, h)
         bx = bx * (originals[i] / sizes[i]).flip(0).repeat(2)
         kept = batched_nms(bx, top, labels, det.nms_thresh)[: det.detections_per_img]
-        out.append({"boxes": bx[kept], "labels": labels[kept], "scores": top[kept]})
+        merged = bx[kept].clone()
+        for row, j in enumerate(kept.tolist()) if det.merge_boxes else ():
+            total, weights = torch.zeros(4), 0.0
+            for c in range(len(bx)):
+                # itself included (also a box clipped to zero area, whose IoU is undefined)
+                if c == j or (labels[c] == labels[j] and box_iou(bx[c, None], bx[j, None]).item() > det.nms_thresh):  # fmt: skip
+                    total, weights = total + top[c] * bx[c], weights + top[c].item()
+            merged[row] = total / weights
+        out.append({"boxes": merged, "labels": labels[kept], "scores": top[kept]})
     return out
 
 
-def test_batched_postprocess_equals_a_per_image_loop() -> None:
-    det = head(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=40, detections_per_img=7).detector
+@pytest.mark.parametrize("merge", [False, True])
+def test_batched_postprocess_equals_a_per_image_loop(merge: bool) -> None:
+    det = head(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=40, detections_per_img=7, merge_boxes=merge).detector  # fmt: skip
     torch.manual_seed(2)
     b, n, k = 4, 30, 3
     logits = torch.randn(b, n, k) * 2
@@ -170,6 +261,9 @@ def test_batched_postprocess_equals_a_per_image_loop() -> None:
     want = reference_postprocess(det, logits, boxes, sizes, originals)
     assert [len(g["boxes"]) for g in got] == [len(w["boxes"]) for w in want]
     assert len(want[0]["boxes"]) == 7 and len(want[3]["boxes"]) == 0
+    plain = reference_postprocess(head(score_thresh=0.3, nms_thresh=0.5, pre_nms_top_n=40, detections_per_img=7).detector, logits, boxes, sizes, originals)  # fmt: skip
+    moved = [not torch.allclose(w["boxes"], p["boxes"]) for w, p in zip(want, plain, strict=True)]
+    assert any(moved) == merge  # merging moves some boxes (the case has overlapping candidates)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g["boxes"], w["boxes"])
         torch.testing.assert_close(g["scores"], w["scores"])
@@ -224,6 +318,10 @@ def test_bad_options_are_config_errors() -> None:
         head(prior_prob=1.5)
     with pytest.raises(ConfigError, match=r"model\.head\.min_size"):
         head(min_size=64, max_size=32)
+    with pytest.raises(ConfigError, match=r"box_loss must be one of \['ciou', 'diou', 'giou'\]"):
+        head(box_loss="iou")
+    with pytest.raises(ConfigError, match=r"model\.head\.reg_max >= 0"):
+        head(reg_max=-1)
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['topks'\].*Did you mean topk\?"):
         head(topks=3)
     assert math.isclose(head().detector.cls_pred.bias[0].item(), -math.log(99), rel_tol=1e-6)

@@ -3,14 +3,18 @@ PP-YOLOE), built for batches: every step is a tensor operation over the whole ba
 
 * decoupled head: per level (weights shared across levels) ``num_convs`` 3x3 convs for classes
   and as many for boxes; one point per location predicts K class logits and the distances
-  (left, top, right, bottom) to the box edges, ``exp(.) * stride``;
+  (left, top, right, bottom) to the box edges, ``exp(.) * stride``, or (``reg_max`` > 0, GFL /
+  YOLOv8) each distance as a softmax over ``reg_max + 1`` bins of one stride, its expectation;
 * task-aligned assignment (TOOD): for each ground-truth box, the ``topk`` candidate points (centre
   inside the box or within ``center_radius`` strides of its centre) with the largest
   ``score ** alpha * iou ** beta``; a point claimed by several boxes keeps the one it overlaps most;
 * IoU-aware classification: varifocal loss whose positive target is the IoU of the predicted box
-  with its assigned box; GIoU box loss; both normalised by the number of positives;
+  with its assigned box; GIoU (or DIoU / CIoU) box loss, and with bins the distribution focal loss
+  (DFL) on the two bins around each target distance; all normalised by the number of positives;
 * post-processing: one score threshold and top-k over the batch, one ``batched_nms`` for the whole
-  batch (image x class groups), ``detections_per_img`` by rank; no per-image Python loop.
+  batch (image x class groups), ``detections_per_img`` by rank; no per-image Python loop. With
+  ``merge_boxes`` (weighted NMS, as YOLOv5's ``merge``) each kept box becomes the score-weighted
+  mean of the candidates of its image and class that overlap it by more than ``nms_thresh``.
 
 The head contract is the detectors' (:mod:`visionkit.models.heads.detector_base`): images are a
 list of float [3,H,W] in 0..1 that the head normalises and resizes (``min_size``/``max_size``, as
@@ -27,7 +31,12 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss
+from torchvision.ops import (
+    batched_nms,
+    complete_box_iou_loss,
+    distance_box_iou_loss,
+    generalized_box_iou_loss,
+)
 
 from visionkit.distributed import mean_over_ranks
 from visionkit.errors import ConfigError
@@ -43,6 +52,7 @@ from visionkit.models.heads.detector_base import (
 Target = dict[str, torch.Tensor]
 FeatureFn = Callable[[torch.Tensor], list[torch.Tensor]]
 MAX_EXP = math.log(1000.0)  # distances at most 1000 strides: keeps exp finite early in training
+BOX_LOSSES = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}  # fmt: skip
 
 
 # -- batched image transform ---------------------------------------------------------------------
@@ -227,6 +237,38 @@ def varifocal_loss(logits: torch.Tensor, quality: torch.Tensor, alpha: float = 0
     return (F.binary_cross_entropy_with_logits(logits, quality, reduction="none") * weight).sum()
 
 
+def box_distances(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Distances (left, top, right, bottom) from points [..., 2] to the edges of boxes [..., 4]
+    (the inverse of :func:`decode_boxes`)."""
+    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
+
+
+def distribution_focal_loss(bins: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Distribution focal loss (GFL, Li et al. 2020), summed over rows: bins [P,4,R+1] (logits of
+    each side's distance over bins 0..R), target [P,4] in bin units, clamped into [0, R - 0.01];
+    cross-entropy on the two bins around the target, weighted by closeness, averaged over sides."""
+    r = bins.shape[-1] - 1
+    t = target.clamp(min=0.0, max=r - 0.01)
+    left = t.floor().long()
+    w_right = t - left
+    logp = bins.float().log_softmax(-1)
+    ce_left = -logp.gather(-1, left[..., None])[..., 0]
+    ce_right = -logp.gather(-1, (left + 1)[..., None])[..., 0]
+    return (ce_left * (1 - w_right) + ce_right * w_right).mean(-1).sum()
+
+
+class Prediction(NamedTuple):
+    """What :meth:`RTDetector.predict` gives: class logits [B,N,K], boxes [B,N,4] (xyxy, input
+    pixels), points [N,2], their strides [N], and the distance bins' logits [B,N,4,R+1] (None
+    without bins, ``reg_max`` 0)."""
+
+    logits: torch.Tensor
+    boxes: torch.Tensor
+    points: torch.Tensor
+    strides: torch.Tensor
+    bins: torch.Tensor | None
+
+
 # -- the head ------------------------------------------------------------------------------------
 class RTDetector(nn.Module):
     """The detector proper (``RTDetHead.detector``): transform, decoupled convs, assignment,
@@ -248,6 +290,10 @@ class RTDetector(nn.Module):
         pre_nms_top_n: int,
         detections_per_img: int,
         prior_prob: float,
+        box_loss: str = "giou",
+        reg_max: int = 0,
+        dfl_weight: float = 0.25,
+        merge_boxes: bool = False,
     ) -> None:
         super().__init__()
         self.transform = transform
@@ -257,28 +303,37 @@ class RTDetector(nn.Module):
         self.cls_convs = nn.Sequential(*[ConvNormAct(channels, channels, 3, norm=norm, act=act) for _ in range(num_convs)])  # fmt: skip
         self.reg_convs = nn.Sequential(*[ConvNormAct(channels, channels, 3, norm=norm, act=act) for _ in range(num_convs)])  # fmt: skip
         self.cls_pred = nn.Conv2d(channels, self.num_classes, 1)
-        self.reg_pred = nn.Conv2d(channels, 4, 1)
+        self.reg_max = int(reg_max)
+        self.reg_pred = nn.Conv2d(channels, 4 * (self.reg_max + 1), 1)
+        self.register_buffer("bin_values", torch.arange(self.reg_max + 1, dtype=torch.float32), persistent=False)  # fmt: skip
         nn.init.constant_(self.cls_pred.bias, -math.log((1 - prior_prob) / prior_prob))
         nn.init.normal_(self.cls_pred.weight, std=0.01)
         nn.init.normal_(self.reg_pred.weight, std=0.01)
         nn.init.zeros_(self.reg_pred.bias)
-        self.box_weight = float(box_weight)
+        self.box_weight, self.dfl_weight = float(box_weight), float(dfl_weight)
+        self.box_loss = BOX_LOSSES[box_loss]
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.pre_nms_top_n, self.detections_per_img = int(pre_nms_top_n), int(detections_per_img)
+        self.merge_boxes = bool(merge_boxes)
 
-    def predict(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Feature maps -> class logits [B,N,K], boxes [B,N,4] (xyxy, input pixels), points [N,2]
-        and their strides [N]."""
-        logits, dists = [], []
+    def predict(self, maps: list[torch.Tensor]) -> Prediction:
+        """Feature maps -> :class:`Prediction` (class logits, boxes, points, strides, bins)."""
+        logits, dists, bins = [], [], []
         for m, s in zip(maps, self.strides, strict=True):
             c = self.cls_pred(self.cls_convs(m))
             r = self.reg_pred(self.reg_convs(m))
             logits.append(c.flatten(2))
-            dists.append(r.clamp(max=MAX_EXP).exp().flatten(2) * s)
+            if self.reg_max:  # [B, 4*(R+1), H, W] -> bins [B, 4, R+1, HW]; expectation in strides
+                b = r.reshape(r.shape[0], 4, self.reg_max + 1, -1)
+                bins.append(b)
+                dists.append((b.softmax(2) * self.bin_values[:, None]).sum(2) * s)
+            else:
+                dists.append(r.clamp(max=MAX_EXP).exp().flatten(2) * s)
         points, strides = level_points(maps, self.strides)
         logits_t = torch.cat(logits, dim=2).transpose(1, 2)
         boxes = decode_boxes(points, torch.cat(dists, dim=2).transpose(1, 2))
-        return logits_t, boxes, points, strides
+        bins_t = torch.cat(bins, dim=3).permute(0, 3, 1, 2) if bins else None  # [B,N,4,R+1]
+        return Prediction(logits_t, boxes, points, strides, bins_t)
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
         x, sizes, originals = self.transform(images)
@@ -287,11 +342,11 @@ class RTDetector(nn.Module):
             raise ConfigError(
                 f"rtdet: built for {len(self.strides)} feature levels, got {len(maps)}"
             )
-        logits, boxes, points, strides = self.predict(maps)
+        logits, boxes, points, strides, bins = self.predict(maps)
         if targets is not None:
             ratio = (sizes / originals).flip(1).repeat(1, 2)  # [B,4]: x, y, x, y
             scaled = [{"boxes": t["boxes"] * ratio[i], "labels": t["labels"]} for i, t in enumerate(targets)]  # fmt: skip
-            return self.loss(logits, boxes, points, strides, scaled)
+            return self.loss(logits, boxes, points, strides, scaled, bins=bins)
         return self.postprocess(logits, boxes, sizes, originals)
 
     def assign(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target]) -> Assignment:  # fmt: skip
@@ -303,15 +358,16 @@ class RTDetector(nn.Module):
         num_pos = mean_over_ranks(fg.sum().float()).clamp(min=1.0)
         return Assignment(fg, idx, gt_boxes, gt_labels, gt_valid, num_pos)
 
-    def loss(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target], assignment: Assignment | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    def loss(self, logits: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, strides: torch.Tensor, targets: list[Target], assignment: Assignment | None = None, bins: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
         """Task-aligned assignment (``assignment``: one made already by :meth:`assign`),
-        varifocal classification loss and GIoU box loss."""
+        varifocal classification loss, IoU-based box loss and (``bins`` given) the DFL."""
         if assignment is None:
             assignment = self.assign(logits, boxes, points, strides, targets)
         fg, idx, gt_boxes, gt_labels, _, num_pos = assignment
         quality = torch.zeros_like(logits)
         if gt_boxes.shape[1] == 0 or not bool(fg.any()):
-            return {"loss_cls": varifocal_loss(logits, quality) / num_pos, "loss_box": boxes.sum() * 0.0}  # fmt: skip
+            empty = {"loss_cls": varifocal_loss(logits, quality) / num_pos, "loss_box": boxes.sum() * 0.0}  # fmt: skip
+            return empty if bins is None else {**empty, "loss_dfl": bins.sum() * 0.0}
         b = torch.arange(len(targets), device=logits.device)[:, None].expand_as(idx)
         matched = gt_boxes[b[fg], idx[fg]]  # [P,4]
         labels = gt_labels[b[fg], idx[fg]]
@@ -319,8 +375,13 @@ class RTDetector(nn.Module):
         iou = elementwise_iou(pred.detach(), matched).clamp(min=1e-6)
         quality[fg] = F.one_hot(labels, self.num_classes).to(quality.dtype) * iou[:, None]
         loss_cls = varifocal_loss(logits, quality) / num_pos
-        loss_box = generalized_box_iou_loss(pred, matched, reduction="sum") / num_pos
-        return {"loss_cls": loss_cls, "loss_box": self.box_weight * loss_box}
+        loss_box = self.box_loss(pred, matched, reduction="sum") / num_pos
+        losses = {"loss_cls": loss_cls, "loss_box": self.box_weight * loss_box}
+        if bins is not None:
+            point = fg.nonzero()[:, 1]
+            target = box_distances(points[point], matched) / strides[point, None]
+            losses["loss_dfl"] = self.dfl_weight * distribution_focal_loss(bins[fg], target) / num_pos  # fmt: skip
+        return losses
 
     def postprocess(self, logits: torch.Tensor, boxes: torch.Tensor, sizes: torch.Tensor, originals: torch.Tensor) -> list[Target]:  # fmt: skip
         """Batched: top-k over (point, class) per image, one ``batched_nms`` over the batch, the
@@ -343,8 +404,9 @@ class RTDetHead(nn.Module):
     channels (equal: use a neck, ``pafpn``) and strides from ``feature_info``.
 
     ``num_convs`` 3x3 convs per branch; ``topk``/``alpha``/``beta``/``center_radius``: assigner;
-    ``box_weight``: GIoU loss weight; ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
-    ``detections_per_img``: post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``:
+    ``box_loss`` (giou | diou | ciou) and its weight ``box_weight``; ``reg_max``: 0 for
+    ``exp`` distances, else bins 0..reg_max (strides) per side with the DFL weighted ``dfl_weight``; ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
+    ``detections_per_img``, ``merge_boxes`` (weighted NMS): post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``:
     the image transform, as torchvision's detectors (and ``size_divisible``: pad batches to a
     multiple of it; default 1, as strided 'same' convolutions and the necks take any size).
     """
@@ -364,6 +426,10 @@ class RTDetHead(nn.Module):
         prior_prob: float = 0.01,
         nms_thresh: float = 0.6,
         pre_nms_top_n: int = 1000,
+        box_loss: str = "giou",
+        reg_max: int = 0,
+        dfl_weight: float = 0.25,
+        merge_boxes: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -372,6 +438,8 @@ class RTDetHead(nn.Module):
         channels = common_channels(feature_info, "rtdet")
         if num_convs < 0 or topk < 1 or not 0 < prior_prob < 1:
             raise ConfigError(f"rtdet: num_convs >= 0, topk >= 1 and 0 < prior_prob < 1 needed, got {num_convs}, {topk}, {prior_prob} (config keys model.head.*)")  # fmt: skip
+        if box_loss not in BOX_LOSSES or reg_max < 0:
+            raise ConfigError(f"rtdet: model.head.box_loss must be one of {sorted(BOX_LOSSES)} and model.head.reg_max >= 0, got {box_loss!r}, {reg_max}")  # fmt: skip
         strides = [f.reduction for f in feature_info]
         sizes = image_transform_options(common.min_size, common.max_size, common.image_mean, common.image_std)  # fmt: skip
         divisible = int(options.get("size_divisible", 1))
@@ -380,10 +448,11 @@ class RTDetHead(nn.Module):
         self.detector = RTDetector(
             channels, strides, num_classes, num_convs, norm, act, transform, assigner, box_weight,
             common.score_thresh, nms_thresh, pre_nms_top_n, common.detections_per_img, prior_prob,
+            box_loss, reg_max, dfl_weight, merge_boxes,
         )  # fmt: skip
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
-        """Training (targets given): {"loss_cls", "loss_box"}; else per image boxes (xyxy, input
+        """Training (targets given): {"loss_cls", "loss_box"} (and "loss_dfl" with bins); else per image boxes (xyxy, input
         pixels), labels (0..K-1), scores."""
         return self.detector(images, targets, features)
 
@@ -413,7 +482,9 @@ def select_detections(det: RTDetector, logits: torch.Tensor, boxes: torch.Tensor
     """:meth:`RTDetector.postprocess`'s selection (top-k per image, one ``batched_nms`` for the
     batch, ``detections_per_img`` by rank), which also says which point each detection came from
     (the instance-segmentation variant reads its mask coefficients there). With one image (the
-    exported graph's path) ``counts`` is ``[-1]``: not read from the graph's values."""
+    exported graph's path) ``counts`` is ``[-1]``: not read from the graph's values. With
+    ``det.merge_boxes`` each chosen box is then the score-weighted mean of the candidates of its
+    image and class overlapping it by more than ``nms_thresh`` (itself included)."""
     from torchvision.models.detection._utils import _topk_min
 
     bsz, _, k = logits.shape
@@ -438,4 +509,36 @@ def select_detections(det: RTDetector, logits: torch.Tensor, boxes: torch.Tensor
         rank = torch.arange(len(kept), device=kept.device) - start[image[kept]]
         kept = kept[rank < det.detections_per_img]
         counts = per_image.clamp(max=det.detections_per_img).tolist()
+    if det.merge_boxes:
+        merged = merge_boxes(kept, cand, scaled, scores, labels, image, bsz, det.nms_thresh)
+        ratio = (originals / sizes).flip(1).repeat(1, 2)[image[kept]]
+        return Selected(merged * ratio, merged, scores[kept], labels[kept], image[kept], point[kept], counts)  # fmt: skip
     return Selected(scaled[kept], cand[kept], scores[kept], labels[kept], image[kept], point[kept], counts)  # fmt: skip
+
+
+def merge_boxes(kept: torch.Tensor, cand: torch.Tensor, scaled: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, image: torch.Tensor, bsz: int, iou_thresh: float) -> torch.Tensor:  # fmt: skip
+    """Weighted NMS: each kept candidate's box (``cand``, [C,4]) becomes the score-weighted mean of
+    the candidates of its image and class whose box (``scaled``: NMS's) overlaps it by more than
+    ``iou_thresh``, itself included. Candidates are ordered by image (``image`` non-decreasing)
+    and compared with their own image's only, padded per image: [M, widest image]."""
+    if bsz == 1:  # also the exported graph's path (no counts read from values)
+        pads = [t[None] for t in (cand, scaled, scores, labels)]
+        valid = torch.ones_like(scores, dtype=torch.bool)[None]
+    else:
+        counts = torch.bincount(image, minlength=bsz)
+        rank = torch.arange(len(image), device=image.device) - (counts.cumsum(0) - counts)[image]
+        width = int(counts.max()) if len(image) else 0
+        pads = []
+        for t in (cand, scaled, scores, labels):
+            pad = t.new_zeros(bsz, width, *t.shape[1:])
+            pad[image, rank] = t
+            pads.append(pad)
+        valid = torch.zeros(bsz, width, dtype=torch.bool, device=image.device)
+        valid[image, rank] = True
+    img = image[kept]
+    near_cand, near_scaled, near_scores, near_labels = (t[img] for t in pads)  # [M, width, ...]
+    iou = elementwise_iou(scaled[kept][:, None, :], near_scaled)
+    weight = ((iou > iou_thresh) & (near_labels == labels[kept][:, None]) & valid[img]) * near_scores  # fmt: skip
+    total = weight.sum(1, keepdim=True)
+    mean = (weight[..., None] * near_cand).sum(1) / total.clamp(min=1e-12)
+    return torch.where(total > 0, mean, cand[kept])

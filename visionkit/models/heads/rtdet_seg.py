@@ -117,7 +117,7 @@ class RTSegmenter(nn.Module):
         maps = features(x)
         if len(maps) != len(base.strides):
             raise ConfigError(f"rtdet_seg: built for {len(base.strides)} feature levels, got {len(maps)}")  # fmt: skip
-        logits, boxes, points, strides = base.predict(maps)
+        logits, boxes, points, strides, bins = base.predict(maps)
         coeffs, protos = self.coefficients(maps), self.protos(maps[0])
         if targets is None:
             return self.postprocess(logits, boxes, coeffs, protos, x, sizes, originals, images)
@@ -126,7 +126,7 @@ class RTSegmenter(nn.Module):
         ratio = (sizes / originals).flip(1).repeat(1, 2)  # [B,4]: x, y, x, y
         scaled = [{"boxes": t["boxes"] * ratio[i], "labels": t["labels"]} for i, t in enumerate(targets)]  # fmt: skip
         assignment = base.assign(logits, boxes, points, strides, scaled)
-        losses = base.loss(logits, boxes, points, strides, scaled, assignment)
+        losses = base.loss(logits, boxes, points, strides, scaled, assignment, bins)
         gt_masks = self.target_masks(targets, sizes, protos.shape[-2:])
         losses["loss_mask"] = self.mask_weight * self.loss(coeffs, protos, gt_masks, assignment)
         return losses
