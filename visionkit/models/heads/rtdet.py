@@ -290,10 +290,10 @@ class RTDetector(nn.Module):
         pre_nms_top_n: int,
         detections_per_img: int,
         prior_prob: float,
-        box_loss: str = "giou",
-        reg_max: int = 0,
-        dfl_weight: float = 0.25,
-        merge_boxes: bool = False,
+        box_loss: str,
+        reg_max: int,
+        dfl_weight: float,
+        merge_boxes: bool,
     ) -> None:
         super().__init__()
         self.transform = transform
