@@ -404,10 +404,11 @@ class RTDetHead(nn.Module):
     channels (equal: use a neck, ``pafpn``) and strides from ``feature_info``.
 
     ``num_convs`` 3x3 convs per branch; ``topk``/``alpha``/``beta``/``center_radius``: assigner;
-    ``box_loss`` (giou | diou | ciou) and its weight ``box_weight``; ``reg_max``: 0 for
-    ``exp`` distances, else bins 0..reg_max (strides) per side with the DFL weighted ``dfl_weight``; ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
-    ``detections_per_img``, ``merge_boxes`` (weighted NMS): post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``:
-    the image transform, as torchvision's detectors (and ``size_divisible``: pad batches to a
+    ``box_loss`` (giou | diou | ciou) and its weight ``box_weight``; ``reg_max``: 0 for ``exp``
+    distances, else bins 0..reg_max (strides) per side with the DFL weighted ``dfl_weight``;
+    ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``, ``detections_per_img``, ``merge_boxes``
+    (weighted NMS): post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``: the
+    image transform, as torchvision's detectors (and ``size_divisible``: pad batches to a
     multiple of it; default 1, as strided 'same' convolutions and the necks take any size).
     """
 
@@ -452,8 +453,8 @@ class RTDetHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
-        """Training (targets given): {"loss_cls", "loss_box"} (and "loss_dfl" with bins); else per image boxes (xyxy, input
-        pixels), labels (0..K-1), scores."""
+        """Training (targets given): {"loss_cls", "loss_box"} (and "loss_dfl" with bins); else per
+        image boxes (xyxy, input pixels), labels (0..K-1), scores."""
         return self.detector(images, targets, features)
 
 
