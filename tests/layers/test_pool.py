@@ -94,3 +94,11 @@ def test_paired_maxpool_records_indices_for_its_unpool() -> None:
     ref, indices = torch.nn.functional.max_pool2d(x, 2, 2, return_indices=True)
     assert torch.equal(pool.last_indices, indices) and pool.last_input_size == x.shape
     assert torch.equal(y, torch.nn.functional.max_unpool2d(ref, indices, 2, 2, output_size=x.shape[-2:]))  # fmt: skip
+
+
+def test_traced_maxpool_keeps_its_operator() -> None:
+    """An exported graph (traced) keeps max_pool2d (ONNX MaxPool), not the elementwise form."""
+    pool = LAYERS.build("maxpool", 3, 3)
+    with torch.no_grad():
+        graph = torch.jit.trace(pool, torch.randn(1, 3, 8, 8))
+    assert "aten::max_pool2d" in str(graph.graph) and "aten::maximum" not in str(graph.graph)

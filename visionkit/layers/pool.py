@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from visionkit.errors import ConfigError
+from visionkit.layers.roi_align import exporting
 from visionkit.registries import LAYERS, UPSAMPLERS
 
 
@@ -67,13 +68,13 @@ class MaxPool2dWithIndices(nn.MaxPool2d):
     def _pairwise(self, x: torch.Tensor) -> bool:
         """Whether :func:`max_pool_2x2` gives this pool's output: a 2x2 window at stride 2 on CPU,
         without autograd (``maximum`` splits a tie's gradient, max_pool gives it to one input)
-        and outside a trace (an exported graph keeps its MaxPool operator)."""
+        and outside an export (an exported graph keeps its MaxPool operator)."""
         two = (2, (2, 2))
         return (
             self.kernel_size in two and self.stride in two and self.padding in (0, (0, 0))
             and self.dilation in (1, (1, 1)) and not self.ceil_mode and x.device.type == "cpu"
             and x.dim() in (3, 4) and min(x.shape[-2:]) >= 2
-            and not (x.requires_grad and torch.is_grad_enabled()) and not torch.jit.is_tracing()
+            and not (x.requires_grad and torch.is_grad_enabled()) and not exporting()
         )  # fmt: skip
 
 
