@@ -7,8 +7,10 @@ Each task's default model (conf/, shapes preprocessing, untrained weights: speed
 the same N PNG pictures of mixed sizes through ``visionkit.load(...).predict``: one call per image,
 then batches of 32 (decoding in the main process), then the exported ONNX file through onnxruntime
 in the same batches. Same preprocessing and the same typed results in every row (the export checks
-itself against the eager model). The reference is a plain loop without visionkit's predict path
-(decode, the recorded preprocessing, the model on one image): one call per image / plain loop is
+itself against the eager model; onnxruntime runs a classifier's or segmenter's batch as one slice
+per thread). The reference is a plain loop without visionkit's predict path (decode, the recorded
+preprocessing, the model on one image and its result; before the result was in it, semantic
+segmentation's one call per image ran 1.28x its time): one call per image / plain loop is
 visionkit's own per-call cost. One call per image is timed with 1 thread too: at batch 1 a second
 intra-op thread mostly waits (and on a shared machine waits long). Threads: 2 unless said.
 Each figure is the median of ``--repeats`` rounds, the rows timed in turn within a round (one
@@ -103,13 +105,18 @@ def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
 
 
 def plain_loop(model, paths: list[Path]) -> None:
-    """Decode, preprocess and run the model on one image at a time, outside visionkit's predict
-    path (no loader, no typed results): the reference for its per-call cost."""
+    """Decode, preprocess, run the model and turn its output into the result (the task's
+    ``decode``: semantic segmentation's per-pixel resize to the original size and softmax is most
+    of its time beyond the model) one image at a time, outside visionkit's predict path (no
+    loader, no batching of lists): the reference for its per-call cost."""
     from visionkit.data.images import load_image
 
+    options = model.decode_options()
     with torch.inference_mode():
         for path in paths:
-            model.task.predict_outputs([model.preprocess.to_input(load_image(path))])
+            raw = load_image(path)
+            outputs = model.task.predict_outputs([model.preprocess.to_input(raw)])
+            model.task_cls.decode(outputs, [tuple(raw.shape[-2:])], model.label_map, options)
 
 
 def main() -> None:
@@ -169,8 +176,9 @@ def main() -> None:
         rows,
         "visionkit.load(...).predict on PNGs of mixed sizes (48-128 px), default model of each task "
         f"(untrained: detectors keep up to their detections_per_img low-score boxes), {args.threads} thread(s) "
-        f"unless said, decoding in the main process; each figure the median of {args.repeats} rounds. Plain loop: decode, preprocess and the model on "
-        "one image at a time without visionkit's predict path. Exported detectors take the whole "
+        f"unless said, decoding in the main process; each figure the median of {args.repeats} rounds. Plain loop: decode, preprocess, the model and "
+        "its result (the task's decode) one image at a time without visionkit's predict path. "
+        "onnxruntime runs a classifier's or segmenter's batch as one slice per thread. Exported detectors take the whole "
         "batch of pictures of different sizes in one call (padded, a size per image); eager "
         "detectors run images of one shape together. CPU shared with other jobs: compare the "
         "ratios, not the absolute numbers.",

@@ -49,3 +49,56 @@ def test_unpool_pairing_errors() -> None:
     with pytest.raises(ConfigError, match="channel count"):
         LAYERS.build("maxpool", 3, 4)
     assert list(dict(unpool.named_modules())) == ["", "unpool"]  # the pool is referenced, not owned
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("shape", [(2, 4, 8, 6), (1, 3, 7, 9), (3, 5, 4), (2, 3, 2, 2)])
+def test_unpaired_maxpool_matches_max_pool2d_and_keeps_no_indices(shape: tuple[int, ...], fmt: torch.memory_format) -> None:  # fmt: skip
+    """Unpaired (the backbones' downsampling): F.max_pool2d's values and memory format, NaN
+    included, no indices kept; with autograd and for other windows it is F.max_pool2d itself."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    x.view(-1)[3] = float("nan")
+    x.view(-1)[5] = x.view(-1)[4]  # a tie
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=fmt)
+    pool = LAYERS.build("maxpool", shape[-3], shape[-3])
+    assert pool._pairwise(x)  # the elementwise path is the one tested
+    with torch.inference_mode():
+        y = pool(x)
+    ref = torch.nn.functional.max_pool2d(x, 2, 2)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True)
+    assert y.stride() == ref.stride()
+    assert pool.last_indices is None and pool.last_input_size is None
+    # autograd: max_pool2d itself (a tie's gradient goes to one input, as in training before)
+    leaf = x.detach().requires_grad_(True)
+    assert not pool._pairwise(leaf)
+    pool(leaf).nansum().backward()
+    leaf_ref = x.detach().requires_grad_(True)
+    torch.nn.functional.max_pool2d(leaf_ref, 2, 2).nansum().backward()
+    assert torch.equal(leaf.grad, leaf_ref.grad)
+    wide = LAYERS.build("maxpool", shape[-3], kernel_size=3, stride=2, padding=1)
+    assert not wide._pairwise(x)
+
+
+def test_paired_maxpool_records_indices_for_its_unpool() -> None:
+    """Building an unpool with ``pool=`` makes that pool keep its indices; the unpool puts each
+    value back where max_pool2d's indices say (oracle: F.max_pool2d(return_indices=True))."""
+    x = torch.randn(2, 3, 8, 6, generator=torch.Generator().manual_seed(1))
+    pool = LAYERS.build("maxpool", 3, 3)
+    assert not pool.record_indices
+    unpool = UPSAMPLERS.build("unpool", 3, 3, 2, pool=pool)
+    assert pool.record_indices
+    with torch.inference_mode():
+        y = unpool(pool(x))
+    ref, indices = torch.nn.functional.max_pool2d(x, 2, 2, return_indices=True)
+    assert torch.equal(pool.last_indices, indices) and pool.last_input_size == x.shape
+    assert torch.equal(y, torch.nn.functional.max_unpool2d(ref, indices, 2, 2, output_size=x.shape[-2:]))  # fmt: skip
+
+
+def test_traced_maxpool_keeps_its_operator() -> None:
+    """An exported graph (traced) keeps max_pool2d (ONNX MaxPool), not the elementwise form."""
+    pool = LAYERS.build("maxpool", 3, 3)
+    with torch.no_grad():
+        graph = torch.jit.trace(pool, torch.randn(1, 3, 8, 8))
+    assert "aten::max_pool2d" in str(graph.graph) and "aten::maximum" not in str(graph.graph)

@@ -55,10 +55,12 @@ def test_vgg_width_mult_and_errors() -> None:
 
 
 def test_vgg_pools_pair_with_unpool_for_segnet() -> None:
-    """Each vgg stage ends in an index-recording maxpool that an unpool can be paired with."""
+    """Each vgg stage ends in a maxpool that an unpool can be paired with (the pairing, made when
+    the model is built, asks that pool to record its indices)."""
     b = BACKBONES.build({"name": "vgg", **SMALL["vgg"]})
     pools = [stage[-1] for stage in b.stages]
     assert all(isinstance(p, MaxPool2dWithIndices) for p in pools)
+    c = pools[-1].out_channels
+    up = UPSAMPLERS.build("unpool", c, c, 2, pool=pools[-1])
     feats = b(torch.randn(1, 3, 16, 16))
-    up = UPSAMPLERS.build("unpool", feats[-1].shape[1], feats[-1].shape[1], 2, pool=pools[-1])
     assert up(feats[-1]).shape[-2:] == feats[-2].shape[-2:]

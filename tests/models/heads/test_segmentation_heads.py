@@ -61,6 +61,7 @@ def test_segnet_decoder_unpools_with_its_encoder_pools() -> None:
     info = [FeatureInfo(4, 2), FeatureInfo(4, 4)]
     head = HEADS.build("segnet", info, 2)
     assert all(u.pool is p for u, p in zip(head.unpools, head.pools, strict=True))
+    assert all(p.record_indices for p in head.pools)  # the pairing asks them for indices
     # a single maximum per 2x2 window returns to its own position after unpooling
     head.pools[0](torch.arange(16.0).view(1, 1, 4, 4).expand(1, 4, 4, 4).contiguous())
     restored = head.unpools[0](torch.ones(1, 4, 2, 2))
