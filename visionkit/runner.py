@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 RUN_KEYS = ("name", "monitor", "monitor_mode", "low_train_metric")
 
 
-def setup(cfg: DictConfig) -> Path:
-    """Load built-in parts and plugins, seed everything; returns the run directory."""
+def setup(cfg: DictConfig, model_file: bool = False) -> Path:
+    """Check the config's paths, load built-in parts and plugins, seed everything; returns the
+    run directory. ``model_file``: ``ckpt_path`` may be an exported model too (predict)."""
+    check_paths(cfg, model_file)
     import pytorch_lightning as pl
 
     from visionkit.plugins import load_configured
@@ -45,6 +47,24 @@ def setup(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def check_paths(cfg: DictConfig, model_file: bool = False) -> None:
+    """The checks of the config's paths that need no torch, run before torch and Lightning are
+    imported (seconds), so a wrong path is one error line at once: ``ckpt_path`` is a file, a
+    file format's ``data.root`` a folder. What the files hold is checked where they are read."""
+    from visionkit import checkpoints
+    from visionkit.data.validation import ROOT_FORMATS, require_root
+    from visionkit.inference import require_model_file
+
+    ckpt = cfg.get("ckpt_path")
+    if model_file and ckpt:
+        require_model_file(ckpt)
+    elif ckpt and (str(ckpt) not in checkpoints.LIGHTNING_PATHS or Path(ckpt).is_file()):
+        checkpoints.require_file(ckpt)  # Lightning resolves its own keywords (last, best, ...)
+    data = cfg.get("data")
+    if isinstance(data, DictConfig) and data.get("name") in ROOT_FORMATS and data.get("root"):
+        require_root(data.name, Path(data.root).expanduser())
 
 
 def _type_matches(value: Any, hint: Any) -> bool:
