@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CLI, FAST
+from tests.conftest import CLI, FAST, IMPORT_TIMES, split_imports
 from tests.data.conftest import write_coco, write_imagefolder, write_masks
 
 COCO = ["data=coco", "data.image_size=32", "data.batch_size=2", *FAST]
@@ -156,13 +156,17 @@ def test_config_mistake_is_one_line(override: str, expected: str, cli: CLI, tmp_
 
 
 def test_file_format_root_that_is_not_a_folder(cli: CLI, tmp_path: Path) -> None:
+    """Checked before torch and Lightning are imported (runner.check_paths): at once."""
     (tmp_path / "file").write_text("")
     root = tmp_path / "file" / "x"
-    line = one_error_line(cli("data=imagefolder", *FAST, f"data.root={root}"))
+    proc = cli("data=imagefolder", *FAST, f"data.root={root}", env=IMPORT_TIMES)
+    imported, proc.stderr = split_imports(proc.stderr)
+    line = one_error_line(proc)
     assert line == (
         f"error: data format 'imagefolder': data.root {root} is not a folder "
         f"({tmp_path / 'file'} is a file)"
     )
+    assert "omegaconf" in imported and not {"torch", "pytorch_lightning"} & imported
 
 
 def test_image_above_the_pixel_limit_names_the_key(cli: CLI, tmp_path: Path) -> None:
