@@ -30,11 +30,11 @@ def setup(cfg: DictConfig, model_file: bool = False) -> Path:
     """Check the config's paths, load built-in parts and plugins, seed everything; returns the
     run directory. ``model_file``: ``ckpt_path`` may be an exported model too (predict)."""
     check_paths(cfg, model_file)
-    import pytorch_lightning as pl
-
     from visionkit.plugins import load_configured
 
-    load_configured(cfg)
+    load_configured(cfg)  # torch, not Lightning: a plugin's failure is reported seconds sooner
+    import pytorch_lightning as pl
+
     if cfg.get("trainer") is not None:
         check_trainer_config(cfg.trainer)
     if cfg.get("optimizer"):
