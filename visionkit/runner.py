@@ -52,7 +52,8 @@ def setup(cfg: DictConfig, model_file: bool = False) -> Path:
 def check_paths(cfg: DictConfig, model_file: bool = False) -> None:
     """The checks of the config's paths that need no torch, run before torch and Lightning are
     imported (seconds), so a wrong path is one error line at once: ``ckpt_path`` is a file, a
-    file format's ``data.root`` a folder. What the files hold is checked where they are read."""
+    file format's ``data.root`` a folder, no file stands where the generated data's root would
+    be made. What the files hold is checked where they are read."""
     from visionkit import checkpoints
     from visionkit.data.validation import ROOT_FORMATS, require_root
     from visionkit.inference import require_model_file
@@ -63,8 +64,14 @@ def check_paths(cfg: DictConfig, model_file: bool = False) -> None:
     elif ckpt and (str(ckpt) not in checkpoints.LIGHTNING_PATHS or Path(ckpt).is_file()):
         checkpoints.require_file(ckpt)  # Lightning resolves its own keywords (last, best, ...)
     data = cfg.get("data")
-    if isinstance(data, DictConfig) and data.get("name") in ROOT_FORMATS and data.get("root"):
+    if not isinstance(data, DictConfig) or not data.get("root"):
+        return
+    if data.get("name") in ROOT_FORMATS:
         require_root(data.name, Path(data.root).expanduser())
+    elif data.get("name") == "shapes":  # generated under root: nothing may stand in the way
+        from visionkit.data.shapes.generator import check_root
+
+        check_root(Path(data.root).expanduser())
 
 
 def _type_matches(value: Any, hint: Any) -> bool:
