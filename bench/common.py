@@ -22,11 +22,18 @@ def median_time(fn: Callable[[], object], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def command_time(args: Sequence[str], repeats: int = 3, cwd: str | None = None) -> float:
-    """Median wall time of a subprocess (fails loudly if it fails)."""
+def command_time(
+    args: Sequence[str], repeats: int = 3, cwd: str | None = None, code: int = 0
+) -> float:
+    """Median wall time of a subprocess (fails loudly if it exits with another code than
+    ``code``: 2 for a CLI run that is meant to stop on a user error)."""
 
     def once() -> None:
-        subprocess.run(args, check=True, capture_output=True, cwd=cwd)
+        proc = subprocess.run(args, capture_output=True, cwd=cwd)
+        if proc.returncode != code:
+            raise RuntimeError(
+                f"{' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]!r}"
+            )
 
     return median_time(once, repeats)
 

@@ -190,6 +190,17 @@ def cli(tmp_path: Path, data_dir: Path) -> CLI:
     return run
 
 
+# the environment of a CLI run that lists its imports on stderr (python -X importtime)
+IMPORT_TIMES = {"PYTHONPROFILEIMPORTTIME": "1"}
+
+
+def split_imports(stderr: str) -> tuple[set[str], str]:
+    """(the modules imported, the rest of stderr) of a CLI run with IMPORT_TIMES in its env."""
+    times = [line for line in stderr.splitlines() if line.startswith("import time:")]
+    rest = [line for line in stderr.splitlines() if not line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip() for line in times}, "\n".join(rest)
+
+
 # Small, fast training overrides for CLI tests of any task.
 FAST = [
     "trainer.max_epochs=1",

@@ -1,4 +1,5 @@
-"""Config checks that run before any data is read: trainer keys and types, optimizer values."""
+"""Config checks that run before any data is read: trainer keys and types, optimizer values,
+and the paths checked before torch is imported."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from tests.conftest import CLI, IMPORT_TIMES, split_imports
 from visionkit import runner
 from visionkit.errors import ConfigError
 
@@ -61,3 +63,24 @@ def test_good_optimizer_configs_pass() -> None:
     for cfg in ({"_target_": "torch.optim.AdamW", "lr": 3e-3, "betas": [0.9, 0.99]},
                 {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9, "nesterov": True}):  # fmt: skip
         runner.check_optimizer_config(OmegaConf.create({**cfg, "_partial_": True}))
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [(["test"], "checkpoint not found: {ckpt} (config key ckpt_path)"),
+     (["predict", "input=a.png"], "no such model file: {ckpt}")],
+)  # fmt: skip
+def test_a_missing_checkpoint_fails_before_torch_is_imported(
+    command: list[str], message: str, cli: CLI, tmp_path: Path
+) -> None:
+    """runner.check_paths runs first in setup: one error line, without importing torch or
+    Lightning (seconds per failing run)."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    ckpt = tmp_path / "missing.ckpt"
+    proc = cli(*command, f"ckpt_path={ckpt}", "hydra.run.dir=r", env=IMPORT_TIMES)
+    imported, stderr = split_imports(proc.stderr)
+    assert proc.returncode == 2
+    assert stderr.strip() == "error: " + message.format(ckpt=ckpt)
+    assert "omegaconf" in imported and not {"torch", "pytorch_lightning"} & imported

@@ -42,14 +42,21 @@ PART_KEYS = {
 LIGHTNING_PATHS = ("last", "best", "hpc", "registry")
 
 
+def require_file(path: str | os.PathLike, key: str = "ckpt_path", what: str = "checkpoint") -> Path:
+    """``path`` as an existing file, else one ConfigError naming it and the config ``key``: the
+    part of ``load`` that needs no torch, which ``runner.check_paths`` runs before the imports."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path} (config key {key})")
+    return path
+
+
 def load(path: str | os.PathLike, key: str = "ckpt_path", what: str = "checkpoint") -> Any:
     """The content of ``path`` read with ``weights_only=True``; any file that is not plain data
     (or not a checkpoint) is one ConfigError naming it and the config ``key`` that gave it."""
     import torch
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path} (config key {key})")
+    path = require_file(path, key, what)
     try:
         with warnings.catch_warnings():  # a crafted pickle's protocol: the refusal says enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

@@ -75,13 +75,20 @@ class Model:
         return f"Model({self.task_name}, {self.label_map.num_classes} classes, from {self.source})"
 
 
+def require_model_file(path: str | os.PathLike) -> Path:
+    """``path`` as an existing file (ConfigError): the part of ``load`` that needs no torch, which
+    ``runner.check_paths`` runs before the imports."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"no such model file: {path}")
+    return path
+
+
 def load(path: str | os.PathLike, device: str = "cpu") -> Model:
     """The model of a checkpoint or an exported file (``.onnx``, TorchScript ``.pt``/``.ts``)."""
     from visionkit.registries import TASKS
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"no such model file: {path}")
+    path = require_model_file(path)
     if path.suffix in EXPORTED:
         from visionkit import export
 

@@ -26,13 +26,15 @@ if TYPE_CHECKING:
 RUN_KEYS = ("name", "monitor", "monitor_mode", "low_train_metric")
 
 
-def setup(cfg: DictConfig) -> Path:
-    """Load built-in parts and plugins, seed everything; returns the run directory."""
-    import pytorch_lightning as pl
-
+def setup(cfg: DictConfig, model_file: bool = False) -> Path:
+    """Check the config's paths, load built-in parts and plugins, seed everything; returns the
+    run directory. ``model_file``: ``ckpt_path`` may be an exported model too (predict)."""
+    check_paths(cfg, model_file)
     from visionkit.plugins import load_configured
 
-    load_configured(cfg)
+    load_configured(cfg)  # torch, not Lightning: a plugin's failure is reported seconds sooner
+    import pytorch_lightning as pl
+
     if cfg.get("trainer") is not None:
         check_trainer_config(cfg.trainer)
     if cfg.get("optimizer"):
@@ -45,6 +47,31 @@ def setup(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def check_paths(cfg: DictConfig, model_file: bool = False) -> None:
+    """The checks of the config's paths that need no torch, run before torch and Lightning are
+    imported (seconds), so a wrong path is one error line at once: ``ckpt_path`` is a file, a
+    file format's ``data.root`` a folder, no file stands where the generated data's root would
+    be made. What the files hold is checked where they are read."""
+    from visionkit import checkpoints
+    from visionkit.data.validation import ROOT_FORMATS, require_root
+    from visionkit.inference import require_model_file
+
+    ckpt = cfg.get("ckpt_path")
+    if model_file and ckpt:
+        require_model_file(ckpt)
+    elif ckpt and (str(ckpt) not in checkpoints.LIGHTNING_PATHS or Path(ckpt).is_file()):
+        checkpoints.require_file(ckpt)  # Lightning resolves its own keywords (last, best, ...)
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig) or not data.get("root"):
+        return
+    if data.get("name") in ROOT_FORMATS:
+        require_root(data.name, Path(data.root).expanduser())
+    elif data.get("name") == "shapes":  # generated under root: nothing may stand in the way
+        from visionkit.data.shapes.generator import check_root
+
+        check_root(Path(data.root).expanduser())
 
 
 def _type_matches(value: Any, hint: Any) -> bool:

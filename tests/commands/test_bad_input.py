@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CLI, FAST
+from tests.conftest import CLI, FAST, IMPORT_TIMES, split_imports
 from tests.data.conftest import write_coco, write_imagefolder, write_masks
 
 COCO = ["data=coco", "data.image_size=32", "data.batch_size=2", *FAST]
@@ -148,21 +148,30 @@ def test_skip_mode_completes_warns_once_per_kind_and_counts(cli: CLI, tmp_path: 
 )  # fmt: skip
 def test_config_mistake_is_one_line(override: str, expected: str, cli: CLI, tmp_path: Path) -> None:
     """One of each check (trainer keys, optimizer values, the generated data's root); the other
-    values in tests/test_runner.py and tests/data/test_shapes.py."""
+    values in tests/test_runner.py and tests/data/test_shapes.py. The root is checked before
+    torch and Lightning are imported (runner.check_paths)."""
     (tmp_path / "file").write_text("")
     override, expected = (s.format(file=tmp_path / "file") for s in (override, expected))
-    proc = cli(*FAST, "data.num_train=8", "data.num_val=4", "data.num_test=4", override)
+    proc = cli(*FAST, "data.num_train=8", "data.num_val=4", "data.num_test=4", override,
+               env=IMPORT_TIMES)  # fmt: skip
+    imported, proc.stderr = split_imports(proc.stderr)
     assert one_error_line(proc).startswith(expected)
+    if override.startswith("data.root"):
+        assert "omegaconf" in imported and not {"torch", "pytorch_lightning"} & imported
 
 
 def test_file_format_root_that_is_not_a_folder(cli: CLI, tmp_path: Path) -> None:
+    """Checked before torch and Lightning are imported (runner.check_paths): at once."""
     (tmp_path / "file").write_text("")
     root = tmp_path / "file" / "x"
-    line = one_error_line(cli("data=imagefolder", *FAST, f"data.root={root}"))
+    proc = cli("data=imagefolder", *FAST, f"data.root={root}", env=IMPORT_TIMES)
+    imported, proc.stderr = split_imports(proc.stderr)
+    line = one_error_line(proc)
     assert line == (
         f"error: data format 'imagefolder': data.root {root} is not a folder "
         f"({tmp_path / 'file'} is a file)"
     )
+    assert "omegaconf" in imported and not {"torch", "pytorch_lightning"} & imported
 
 
 def test_image_above_the_pixel_limit_names_the_key(cli: CLI, tmp_path: Path) -> None:

@@ -110,3 +110,26 @@ def test_work_is_taken_one_chunk_at_a_time() -> None:
     assert next(results) == 0
     assert len(pulled) == 16
     results.close()
+
+
+def test_root_formats_are_the_built_in_formats_that_require_their_root(tmp_path: Path) -> None:
+    """ROOT_FORMATS (checked before the heavy imports) lists exactly the built-in formats whose
+    setup requires an existing data.root, with the same message; shapes generates its root."""
+    from visionkit.data.validation import ROOT_FORMATS, require_root
+    from visionkit.registries import DATASETS
+
+    built_in = {n for n in DATASETS.names() if DATASETS.source(n) == "visionkit"}
+    assert built_in == {*ROOT_FORMATS, "shapes", "digits"}
+    tasks = {"imagefolder": "classification", "masks": "semantic_segmentation"}
+    missing = tmp_path / "missing"
+    for name in ROOT_FORMATS:
+        dm = DATASETS.build({"name": name, "root": str(missing)}, task=tasks.get(name, "detection"))
+        with pytest.raises(ConfigError) as err:
+            dm.setup("fit")
+        with pytest.raises(ConfigError) as early:
+            require_root(name, missing)
+        assert (
+            str(err.value)
+            == str(early.value)
+            == (f"data format '{name}': data.root {missing} is not a folder (it does not exist)")
+        )

@@ -92,12 +92,18 @@ def grid(tiles: list[Any], pad: int = 4) -> Any:
     return out
 
 
-def browse(dm: Any, split: str, n: int, out_dir: Path, seed: int = 0, min_tile: int = 128) -> Path:
-    """Write the grid for ``n`` random samples of ``split``; returns the PNG path."""
+def check_request(split: str, n: int) -> None:
+    """``split`` and ``n`` as browse takes them (ConfigError); ``run`` checks them before the
+    datamodule, and torch with it, is imported."""
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got '{split}'")
+
+
+def browse(dm: Any, split: str, n: int, out_dir: Path, seed: int = 0, min_tile: int = 128) -> Path:
+    """Write the grid for ``n`` random samples of ``split`` (checked: ``check_request``);
+    returns the PNG path."""
     if not dm.has_split(split):
         raise ConfigError(f"the data has no '{split}' split")
     dataset = dm.datasets[split]
@@ -118,6 +124,7 @@ def run(cfg: DictConfig) -> str:
     """Hydra entry point: build the configured datamodule and write the grid."""
     from visionkit import runner
 
+    check_request(str(cfg.split), int(cfg.n))
     out = runner.setup(cfg)
     dm = runner.build_datamodule(cfg)
     path = browse(dm, str(cfg.split), int(cfg.n), out, int(cfg.seed), int(cfg.get("min_tile", 128)))

@@ -35,12 +35,10 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from visionkit import runner
 from visionkit.errors import ConfigError
-from visionkit.predictions import Classification, Detections, SemanticMap
 
 
 def find_images(source: str | Path, recursive: bool = True) -> tuple[Path, list[Path], list[Path]]:
@@ -87,14 +85,17 @@ def output_names(files: list[Path], root: Path) -> dict[Path, PurePosixPath]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Predict every input image with the model of ``ckpt_path`` (a checkpoint or an exported
     file), in batches read by loader workers; returns a summary of the files written."""
-    from visionkit.data.predict import predict_loader
-    from visionkit.inference import load
-    from visionkit.overlays import save_png
-
     if not cfg.get("ckpt_path"):
         raise ConfigError("predict needs a checkpoint: add ckpt_path=<path to .ckpt or exported file>")  # fmt: skip
     root, files, others = find_images(cfg.input, bool(cfg.get("recursive", True)))
-    out = runner.setup(cfg)
+    out = runner.setup(cfg, model_file=True)  # its path checks run before torch is imported
+    import torch
+
+    from visionkit.data.predict import predict_loader
+    from visionkit.inference import load
+    from visionkit.overlays import save_png
+    from visionkit.predictions import Classification, Detections, SemanticMap
+
     model = load(cfg.ckpt_path)
     if cfg.get("tta"):  # test-time augmentation wraps the task's forward (checkpoints only)
         from visionkit.tta import enable_tta

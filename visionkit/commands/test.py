@@ -8,14 +8,15 @@ from omegaconf import DictConfig
 
 from visionkit import runner
 from visionkit.errors import ConfigError
-from visionkit.tta import enable_tta, tta_results
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint's task on ``cfg.data``'s test split; writes results.json."""
     if not cfg.get("ckpt_path"):
         raise ConfigError("test needs a checkpoint: add ckpt_path=<path to .ckpt>")
-    out = runner.setup(cfg)
+    out = runner.setup(cfg)  # its path checks run before torch is imported
+    from visionkit.tta import enable_tta, tta_results
+
     task = runner.load_task_from_checkpoint(cfg.ckpt_path)
     tta = enable_tta(task, cfg.get("tta"))  # null: the task's forward as it is
     dm = runner.build_datamodule(cfg, task_name=task.task_name)

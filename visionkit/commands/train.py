@@ -19,12 +19,12 @@ from visionkit import checkpoints, runner
 
 def run(cfg: DictConfig) -> float:
     """Train; returns the objective (one float, for Hydra's sweepers) after writing results.json."""
+    out = runner.setup(cfg)  # first: its path checks run before Lightning is imported
     from visionkit.callbacks.best_metrics import BestMetrics, last_val_results
     from visionkit.sweep.job import in_multirun
     from visionkit.sweep.objective import objective_key, objective_value
     from visionkit.sweep.pruning import ObjectiveMonitor, current_trial
 
-    out = runner.setup(cfg)
     resumed = {}
     if cfg.get("ckpt_path"):  # resume: data only, of this task (before any data is read)
         resumed = checkpoints.check_resume(cfg.ckpt_path, cfg.task.name)

@@ -36,7 +36,7 @@ from visionkit.data.transforms import (
     ToFloat,
     build_pipeline,
 )
-from visionkit.data.validation import VERIFY, BadDataReport, blocking_file
+from visionkit.data.validation import VERIFY, BadDataReport, require_root
 from visionkit.errors import ConfigError
 
 TASK_NAMES = ("classification", "semantic_segmentation", "detection", "instance_segmentation")
@@ -206,17 +206,7 @@ class VisionDataModule(pl.LightningDataModule):
 
     def require_root(self) -> Path:
         """``root``, which a format that reads files needs as an existing folder (ConfigError)."""
-        if not self.root.is_dir():
-            blocker = blocking_file(self.root)
-            why = (
-                f"{blocker} is a file"
-                if blocker is not None
-                else ("it is a file" if self.root.exists() else "it does not exist")
-            )
-            raise ConfigError(
-                f"data format '{self.FORMAT}': data.root {self.root} is not a folder ({why})"
-            )
-        return self.root
+        return require_root(self.FORMAT, self.root)
 
     def extra_results(self, stage: str = "run") -> dict[str, Any]:
         """results.json's ``data`` entry (stage ``run``): what setup skipped and noted, by kind

@@ -104,6 +104,25 @@ def blocking_file(path: Path) -> Path | None:
     return existing if existing is not None and not existing.is_dir() else None
 
 
+# the built-in formats that read their files from an existing data.root (shapes generates it,
+# digits has none): runner.check_paths checks their root before torch and Lightning are imported
+ROOT_FORMATS = ("coco", "imagefolder", "masks", "voc", "yolo")
+
+
+def require_root(fmt: str, root: Path) -> Path:
+    """``root`` as an existing folder, which data format ``fmt`` reads its files from, else one
+    ConfigError saying why not (missing, a file, or under a file)."""
+    if not root.is_dir():
+        blocker = blocking_file(root)
+        why = (
+            f"{blocker} is a file"
+            if blocker is not None
+            else ("it is a file" if root.exists() else "it does not exist")
+        )
+        raise ConfigError(f"data format '{fmt}': data.root {root} is not a folder ({why})")
+    return root
+
+
 def check_verify(verify: str) -> str:
     """``verify`` if it is a known level, else ConfigError naming the key."""
     if verify not in VERIFY:

@@ -232,25 +232,33 @@ def _generate_split(spec: ShapesSpec, split: str, out: Path) -> None:
     (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
 
 
+def check_root(root: Path) -> None:
+    """No file stands where the dataset's folder ``root`` would be made (ConfigError naming
+    data.root): the part of ``ensure_shapes``' check that ``runner.check_paths`` runs before the
+    heavy imports; a folder that cannot be made for another reason is found by making it."""
+    from visionkit.data.validation import blocking_file
+
+    blocker = root if root.exists() and not root.is_dir() else blocking_file(root)
+    if blocker is not None:
+        raise _uncreatable(root, f"{blocker} is a file")
+
+
+def _uncreatable(root: Path, why: str) -> ConfigError:
+    return ConfigError(f"cannot create the generated dataset under data.root {root}: {why}")
+
+
 def ensure_shapes(root: str | Path, spec: ShapesSpec) -> Path:
     """The dataset directory for ``spec`` under ``root``, generating it if absent (race-safe)."""
     root = Path(root)
     final = root / spec.key
     if (final / "annotations").is_dir():
         return final
+    check_root(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.tmp-", dir=root))
     except OSError as exc:
-        from visionkit.data.validation import blocking_file
-
-        blocker = blocking_file(root)
-        if root.exists() and not root.is_dir():
-            blocker = root
-        why = f"{blocker} is a file" if blocker is not None else exc.strerror or str(exc)
-        raise ConfigError(
-            f"cannot create the generated dataset under data.root {root}: {why}"
-        ) from None
+        raise _uncreatable(root, exc.strerror or str(exc)) from None
     try:
         for split in SPLITS:
             _generate_split(spec, split, tmp)
