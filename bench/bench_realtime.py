@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -188,7 +189,9 @@ def _train_cli(overrides: list[str], out: Path, meter: Path, extra: list[str]) -
 def run_visionkit(cand: str, coco: Path, work: Path, args: argparse.Namespace, env: dict) -> dict:
     """Calibrate epochs to the budget, train, test; the run's files and timings."""
     overrides = shlex.split(cand)
-    slug = "vk_" + "_".join(o.replace("=", "-").replace("/", "-") for o in overrides)[:60]
+    # a folder name Hydra reads as a plain string (an override such as model.norm={name:bn,...}
+    # would make hydra.run.dir a dict)
+    slug = "vk_" + re.sub(r"[^A-Za-z0-9._-]", "-", "_".join(overrides))[:60]
     data = [
         "data=coco", f"data.root={coco}", f"data.image_size={IMAGE_SIZE}", f"data.batch_size={BATCH}",
         f"data.num_workers={args.workers}", "data.verify_images=none",
