@@ -11,8 +11,10 @@ each candidate for the same wall-time budget on the same machine, back to back:
 - visionkit: each ``--candidate`` is one override set of ``python -m visionkit train`` (default
   ``task=detection``: the Faster R-CNN default), read through ``data=coco`` from the written split
   (any ``data=`` in the set is replaced). Its epochs are calibrated to the budget from a short
-  calibration run (a few training and validation batches), so the schedule ends with the budget,
-  and ``trainer.max_time`` caps the training at the budget.
+  calibration run (2 epochs of a few training batches, each with the full validation and
+  checkpointing: :func:`calibrate`), so the whole schedule fits the budget (the table says how
+  many of the planned epochs were trained), and ``trainer.max_time`` caps the training at the
+  budget.
 - ultralytics: each ``--yolo`` model yaml (no weights: nothing is downloaded) is trained with
   ``time=budget`` (ultralytics re-fits its epochs to the time after the first one) in its own venv
   (``--venv``, created with ``pip install ultralytics`` when missing; it reuses the torch of the
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -46,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 IMAGE_SIZE = 64
 BATCH = 16
+CALIBRATION_BATCHES = 16  # training batches per calibration epoch (2 epochs, full validation)
+CALIBRATION_MARGIN = 0.08  # timing noise; validation slows as the model learns (more detections)
 
 
 # -- visionkit side: a callback the training subprocess loads by _target_ ------------------------
@@ -59,9 +64,12 @@ except ImportError:  # the ultralytics venv's job (it never uses the callback)
 
 class BenchMeter(_Callback):
     """Training wall time (train start to end), time in training batches and images, the mean
-    training / validation batch time (first batch of each left out) and the mean training batch
-    interval (one batch start to the next within an epoch: data loading and hooks included, which
-    the epoch calibration needs); written to ``path``."""
+    training / validation batch time (first batch of each left out), the mean training batch
+    interval (one batch start to the next within an epoch: data loading and hooks included), the
+    mean gap between epochs (last training batch's end to the next epoch's first batch, or to the
+    end of training: validation with its data loading and COCO evaluation, checkpoints, epoch
+    hooks) and the start-up (train start to the first batch); written to ``path``. The epoch
+    calibration needs the last three."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -69,8 +77,11 @@ class BenchMeter(_Callback):
         self.train_times: list[float] = []
         self.val_times: list[float] = []
         self.intervals: list[float] = []
+        self.gaps: list[float] = []
         self.start = self.end = 0.0
+        self.first_batch: float | None = None
         self._last: float | None = None
+        self._last_end: float | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = time.perf_counter()
@@ -80,12 +91,17 @@ class BenchMeter(_Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._t0 = time.perf_counter()
+        if self.first_batch is None:
+            self.first_batch = self._t0
         if self._last is not None:
             self.intervals.append(self._t0 - self._last)
+        elif self._last_end is not None:  # the first batch of a later epoch
+            self.gaps.append(self._t0 - self._last_end)
         self._last = self._t0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        dt = time.perf_counter() - self._t0
+        self._last_end = time.perf_counter()
+        dt = self._last_end - self._t0
         self.seconds += dt
         self.images += len(batch[0])
         self.train_times.append(dt)
@@ -98,6 +114,8 @@ class BenchMeter(_Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.end = time.perf_counter()
+        if self._last_end is not None:  # the last epoch's validation and checkpoint
+            self.gaps.append(self.end - self._last_end)
         Path(self.path).write_text(
             json.dumps(
                 {
@@ -108,6 +126,8 @@ class BenchMeter(_Callback):
                     "train_batch": _mean(self.train_times[1:] or self.train_times),
                     "val_batch": _mean(self.val_times[1:] or self.val_times),
                     "train_interval": _mean(self.intervals[1:] or self.intervals),
+                    "epoch_gap": _mean(self.gaps),
+                    "startup": (self.first_batch or self.end) - self.start,
                 }
             )
         )
@@ -169,22 +189,16 @@ def _train_cli(overrides: list[str], out: Path, meter: Path, extra: list[str]) -
 def run_visionkit(cand: str, coco: Path, work: Path, args: argparse.Namespace, env: dict) -> dict:
     """Calibrate epochs to the budget, train, test; the run's files and timings."""
     overrides = shlex.split(cand)
-    slug = "vk_" + "_".join(o.replace("=", "-").replace("/", "-") for o in overrides)[:60]
+    # a folder name Hydra reads as a plain string (an override such as model.norm={name:bn,...}
+    # would make hydra.run.dir a dict)
+    slug = "vk_" + re.sub(r"[^A-Za-z0-9._-]", "-", "_".join(overrides))[:60]
     data = [
         "data=coco", f"data.root={coco}", f"data.image_size={IMAGE_SIZE}", f"data.batch_size={BATCH}",
         f"data.num_workers={args.workers}", "data.verify_images=none",
     ]  # fmt: skip
     epochs = args.epochs
     if epochs is None:
-        cal_out, cal_meter = work / f"{slug}_calibrate", work / f"{slug}_calibrate.json"
-        cal = _train_cli(overrides, cal_out, cal_meter, [*data, "trainer.max_epochs=1",
-            "trainer.limit_train_batches=8", "trainer.limit_val_batches=4", "test_after_fit=false"])  # fmt: skip
-        subprocess.run(cal, check=True, env=env, capture_output=True)
-        m = json.loads(cal_meter.read_text())
-        # batch intervals, not batch times: in-process data loading is ~25 % of rtdet's epoch, and
-        # without it rtdet_n was given 25 epochs of which 17.3 fit (its cosine cut at 70 %)
-        epoch_s = m["train_interval"] * -(-args.num_train // BATCH) + m["val_batch"] * -(-args.num_val // BATCH)  # fmt: skip
-        epochs = max(1, int(args.budget // (epoch_s * 1.1)))  # 10 %: checkpoints, metrics, hooks
+        epochs = calibrate(overrides, slug, data, work, args, env)
     out, meter = work / slug, work / f"{slug}.json"
     limit = time.strftime("%H:%M:%S", time.gmtime(args.budget))
     cmd = _train_cli(overrides, out, meter, [*data, f"trainer.max_epochs={epochs}", f"+trainer.max_time='00:{limit}'"])  # fmt: skip
@@ -204,6 +218,30 @@ def run_visionkit(cand: str, coco: Path, work: Path, args: argparse.Namespace, e
         "infer": infer,
         "command": shlex.join(cmd),
     }
+
+
+def calibrate(overrides: list[str], slug: str, data: list[str], work: Path, args: argparse.Namespace, env: dict) -> int:  # fmt: skip
+    """The number of epochs whose whole schedule fits the budget, from a short run: 2 epochs of
+    ``CALIBRATION_BATCHES`` training batches, each with the full validation and checkpointing.
+
+    An epoch costs its training batch intervals (data loading included: ~25 % of rtdet's epoch)
+    plus the gap to the next epoch (validation with its loading and COCO evaluation, checkpoints:
+    ~1.5 s of rtdet_n's ~13 s, ~4.5 s of Faster R-CNN's ~52 s). Counting validation batches alone
+    missed the rest: the last quiet run planned 20 epochs of rtdet_n and 5 of Faster R-CNN,
+    ``max_time`` stopped them after 18.3 and 4.7, so neither cosine schedule annealed."""
+    cal_out, cal_meter = work / f"{slug}_calibrate", work / f"{slug}_calibrate.json"
+    cal = _train_cli(overrides, cal_out, cal_meter, [*data, "trainer.max_epochs=2",
+        f"trainer.limit_train_batches={CALIBRATION_BATCHES}", "test_after_fit=false"])  # fmt: skip
+    subprocess.run(cal, check=True, env=env, capture_output=True)
+    return planned_epochs(json.loads(cal_meter.read_text()), args.budget, -(-args.num_train // BATCH))  # fmt: skip
+
+
+def planned_epochs(meter: dict, budget: float, batches: int) -> int:
+    """Whole epochs of ``batches`` training batches that fit ``budget`` seconds by a calibration
+    run's meter: (budget - start-up) / (batches * batch interval + epoch gap), with a
+    ``CALIBRATION_MARGIN`` for noise (at least 1)."""
+    epoch_s = meter["train_interval"] * batches + meter["epoch_gap"]
+    return max(1, int((budget - meter["startup"]) / (epoch_s * (1 + CALIBRATION_MARGIN))))
 
 
 def test_images(coco: Path, limit: int | None = None) -> list[Path]:

@@ -194,6 +194,41 @@ def test_distance_bins_decode_to_their_expectation_and_add_the_dfl() -> None:
     assert losses["loss_dfl"].item() == pytest.approx(0.5 * want / len(pos), rel=1e-5)
 
 
+def test_l1_term_equals_a_plain_loop() -> None:
+    """l1_weight > 0 adds ``loss_l1`` = l1_weight * sum over positives of the mean over the 4 sides
+    of |predicted - target distance| / stride, / positives; an empty batch gives 0."""
+    det = head(l1_weight=0.5).detector
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [4.0, 12.0], [8.0, 8.0]])
+    strides = torch.tensor([8.0, 8.0, 8.0, 8.0, 16.0])
+    logits = torch.zeros(1, 5, 3)
+    boxes = torch.tensor([[[0.0, 1.0, 14.0, 9.0], [3.0, 0.0, 18.0, 12.0], [10.0, 0.0, 26.0, 6.0], [0.0, 2.0, 9.0, 20.0], [1.0, 1.0, 15.0, 11.0]]])  # fmt: skip
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 16.0, 10.0]]), "labels": torch.tensor([2])}]
+    a = det.assign(logits, boxes, points, strides, targets)
+    losses = det.loss(logits, boxes, points, strides, targets, a)
+    pos = a.foreground[0].nonzero().flatten().tolist()
+    assert len(pos) >= 2 and set(losses) == {"loss_cls", "loss_box", "loss_l1"}
+    gt = targets[0]["boxes"][0].tolist()
+    total = 0.0
+    for i in pos:
+        (px, py), b, s = points[i].tolist(), boxes[0, i].tolist(), float(strides[i])
+        pred = [px - b[0], py - b[1], b[2] - px, b[3] - py]
+        want = [px - gt[0], py - gt[1], gt[2] - px, gt[3] - py]
+        total += sum(abs(p - w) / s for p, w in zip(pred, want, strict=True)) / 4
+    assert losses["loss_l1"].item() == pytest.approx(0.5 * total / len(pos), rel=1e-5)
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    assert det.loss(logits, boxes, points, strides, empty)["loss_l1"].item() == 0.0
+    assert "loss_l1" not in head().detector.loss(logits, boxes, points, strides, targets)
+
+
+def test_input_scale_multiplies_the_transform_sizes() -> None:
+    """input_scale resizes relative to min_size / max_size (the data's size): 64 * 1.125 = 72."""
+    t = head(input_scale=1.125).detector.transform
+    assert t.min_size == (72,) and t.max_size == 72
+    t = head(min_size=64, max_size=None, input_scale=1.25).detector.transform
+    assert t.min_size == (80,) and t.max_size == round(round(64 * 1333 / 800) * 1.25)
+    assert head().detector.transform.min_size == (64,)
+
+
 def test_losses_are_normalised_by_the_rank_averaged_positive_count(monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Under DDP the positive count is averaged over ranks (all_reduce / world size, at least 1):
     with every other rank's count twice this one's, the mean is 1.5x it and the losses 1/1.5x."""
@@ -324,4 +359,15 @@ def test_bad_options_are_config_errors() -> None:
         head(reg_max=-1)
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['topks'\].*Did you mean topk\?"):
         head(topks=3)
+    for key, value in (
+        ("dfl_weight", -0.25),
+        ("box_weight", -1.0),
+        ("l1_weight", float("nan")),
+        ("l1_weight", "1"),
+    ):
+        with pytest.raises(ConfigError, match=rf"model\.head\.{key} must be a finite number >= 0, got"):  # fmt: skip
+            head(**{key: value})
+    for value in (0.0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match=r"model\.head\.input_scale must be a finite number > 0"):  # fmt: skip
+            head(input_scale=value)
     assert math.isclose(head().detector.cls_pred.bias[0].item(), -math.log(99), rel_tol=1e-6)

@@ -10,7 +10,8 @@ PP-YOLOE), built for batches: every step is a tensor operation over the whole ba
   ``score ** alpha * iou ** beta``; a point claimed by several boxes keeps the one it overlaps most;
 * IoU-aware classification: varifocal loss whose positive target is the IoU of the predicted box
   with its assigned box; GIoU (or DIoU / CIoU) box loss, and with bins the distribution focal loss
-  (DFL) on the two bins around each target distance; all normalised by the number of positives;
+  (DFL) on the two bins around each target distance, and optionally (``l1_weight``) an L1 loss on
+  the distances in strides (YOLOX); all normalised by the number of positives;
 * post-processing: one score threshold and top-k over the batch, one ``batched_nms`` for the whole
   batch (image x class groups), ``detections_per_img`` by rank; no per-image Python loop. With
   ``merge_boxes`` (weighted NMS, as YOLOv5's ``merge``) each kept box becomes the score-weighted
@@ -257,6 +258,13 @@ def distribution_focal_loss(bins: torch.Tensor, target: torch.Tensor) -> torch.T
     return (ce_left * (1 - w_right) + ce_right * w_right).mean(-1).sum()
 
 
+def distance_l1_loss(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 loss on the box edges' distances (YOLOX's extra L1 term), summed over rows: predicted
+    and target distances [P,4] in strides, the absolute difference averaged over the 4 sides. Unlike
+    an IoU loss its gradient does not shrink as the overlap grows, which sharpens high-IoU boxes."""
+    return (dist - target).abs().mean(-1).sum()
+
+
 class Prediction(NamedTuple):
     """What :meth:`RTDetector.predict` gives: class logits [B,N,K], boxes [B,N,4] (xyxy, input
     pixels), points [N,2], their strides [N], and the distance bins' logits [B,N,4,R+1] (None
@@ -294,6 +302,7 @@ class RTDetector(nn.Module):
         reg_max: int,
         dfl_weight: float,
         merge_boxes: bool,
+        l1_weight: float,
     ) -> None:
         super().__init__()
         self.transform = transform
@@ -310,7 +319,7 @@ class RTDetector(nn.Module):
         nn.init.normal_(self.cls_pred.weight, std=0.01)
         nn.init.normal_(self.reg_pred.weight, std=0.01)
         nn.init.zeros_(self.reg_pred.bias)
-        self.box_weight, self.dfl_weight = float(box_weight), float(dfl_weight)
+        self.box_weight, self.dfl_weight, self.l1_weight = float(box_weight), float(dfl_weight), float(l1_weight)  # fmt: skip
         self.box_loss = BOX_LOSSES[box_loss]
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.pre_nms_top_n, self.detections_per_img = int(pre_nms_top_n), int(detections_per_img)
@@ -367,6 +376,8 @@ class RTDetector(nn.Module):
         quality = torch.zeros_like(logits)
         if gt_boxes.shape[1] == 0 or not bool(fg.any()):
             empty = {"loss_cls": varifocal_loss(logits, quality) / num_pos, "loss_box": boxes.sum() * 0.0}  # fmt: skip
+            if self.l1_weight:
+                empty["loss_l1"] = boxes.sum() * 0.0
             return empty if bins is None else {**empty, "loss_dfl": bins.sum() * 0.0}
         b = torch.arange(len(targets), device=logits.device)[:, None].expand_as(idx)
         matched = gt_boxes[b[fg], idx[fg]]  # [P,4]
@@ -377,10 +388,14 @@ class RTDetector(nn.Module):
         loss_cls = varifocal_loss(logits, quality) / num_pos
         loss_box = self.box_loss(pred, matched, reduction="sum") / num_pos
         losses = {"loss_cls": loss_cls, "loss_box": self.box_weight * loss_box}
-        if bins is not None:
+        if bins is not None or self.l1_weight:
             point = fg.nonzero()[:, 1]
             target = box_distances(points[point], matched) / strides[point, None]
+        if bins is not None:
             losses["loss_dfl"] = self.dfl_weight * distribution_focal_loss(bins[fg], target) / num_pos  # fmt: skip
+        if self.l1_weight:
+            dist = box_distances(points[point], pred) / strides[point, None]
+            losses["loss_l1"] = self.l1_weight * distance_l1_loss(dist, target) / num_pos
         return losses
 
     def postprocess(self, logits: torch.Tensor, boxes: torch.Tensor, sizes: torch.Tensor, originals: torch.Tensor) -> list[Target]:  # fmt: skip
@@ -406,9 +421,11 @@ class RTDetHead(nn.Module):
     ``num_convs`` 3x3 convs per branch; ``topk``/``alpha``/``beta``/``center_radius``: assigner;
     ``box_loss`` (giou | diou | ciou) and its weight ``box_weight``; ``reg_max``: 0 for ``exp``
     distances, else bins 0..reg_max (strides) per side with the DFL weighted ``dfl_weight``;
+    ``l1_weight``: an L1 loss on the edges' distances in strides (YOLOX; 0: none);
     ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``, ``detections_per_img``, ``merge_boxes``
     (weighted NMS): post-processing; ``min_size``/``max_size``, ``image_mean``/``image_std``: the
-    image transform, as torchvision's detectors (and ``size_divisible``: pad batches to a
+    image transform, as torchvision's detectors, both times ``input_scale`` (relative to the
+    data's image size: 1.125 detects 64 px images at 72 px) (and ``size_divisible``: pad batches to a
     multiple of it; default 1, as strided 'same' convolutions and the necks take any size).
     """
 
@@ -431,6 +448,8 @@ class RTDetHead(nn.Module):
         reg_max: int = 0,
         dfl_weight: float = 0.25,
         merge_boxes: bool = False,
+        l1_weight: float = 0.0,
+        input_scale: float = 1.0,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -441,15 +460,23 @@ class RTDetHead(nn.Module):
             raise ConfigError(f"rtdet: num_convs >= 0, topk >= 1 and 0 < prior_prob < 1 needed, got {num_convs}, {topk}, {prior_prob} (config keys model.head.*)")  # fmt: skip
         if box_loss not in BOX_LOSSES or reg_max < 0:
             raise ConfigError(f"rtdet: model.head.box_loss must be one of {sorted(BOX_LOSSES)} and model.head.reg_max >= 0, got {box_loss!r}, {reg_max}")  # fmt: skip
+        for key, value in (("box_weight", box_weight), ("dfl_weight", dfl_weight), ("l1_weight", l1_weight), ("input_scale", input_scale)):  # fmt: skip
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)  # fmt: skip
+            if not number or value < 0 or (key == "input_scale" and value == 0):
+                raise ConfigError(f"rtdet: model.head.{key} must be a finite number {'>' if key == 'input_scale' else '>='} 0, got {value!r}")  # fmt: skip
         strides = [f.reduction for f in feature_info]
         sizes = image_transform_options(common.min_size, common.max_size, common.image_mean, common.image_std)  # fmt: skip
+        # input_scale: the detector's input relative to min_size / max_size (the data's image size
+        # by default), e.g. 1.125 upsamples 64 px images to 72 px: finer boxes for small objects
+        sizes["min_size"] = max(1, round(sizes["min_size"] * input_scale))
+        sizes["max_size"] = max(sizes["min_size"], round(sizes["max_size"] * input_scale))
         divisible = int(options.get("size_divisible", 1))
         transform = ImageTransform(sizes["min_size"], sizes["max_size"], common.image_mean, common.image_std, divisible)  # fmt: skip
         assigner = TaskAlignedAssigner(topk, alpha, beta, center_radius)
         self.detector = RTDetector(
             channels, strides, num_classes, num_convs, norm, act, transform, assigner, box_weight,
             common.score_thresh, nms_thresh, pre_nms_top_n, common.detections_per_img, prior_prob,
-            box_loss, reg_max, dfl_weight, merge_boxes,
+            box_loss, reg_max, dfl_weight, merge_boxes, l1_weight,
         )  # fmt: skip
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
