@@ -10,7 +10,7 @@ prototypes, in the spirit of YOLACT / YOLOv8-seg: instance segmentation at one-s
   against its ground-truth instance (resized and averaged onto the prototype grid) summed over
   the prototype pixels inside the ground-truth box and divided by that box's area there (YOLACT);
   summed over positives and normalised by the same positive count as the other losses;
-* post-processing: :func:`~visionkit.models.heads.rtdet.select_detections` (one ``batched_nms``
+* post-processing: :func:`~visionkit.models.heads.rtdet.select_detections` (one ``grouped_nms``
   per batch), then every kept detection's mask at once: one batched matrix product (detections
   padded per image), one upsampling to the input, crop, one resize to the original size (one
   call per image only when a batch mixes image sizes).
