@@ -138,27 +138,7 @@ def test_onnxruntime_pool_threads_do_not_spin(exported) -> None:
     model = export.load_exported(exported("semantic_segmentation", "onnx")[0], threads=2)
     options = model.runner.backend.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    # a logits graph splits the batch over 2 threads, each running a one-threaded session
-    assert options.intra_op_num_threads == 1 and model.runner.backend.split_batch
-    detector = export.load_exported(exported("detection", "onnx")[0], threads=2).runner.backend
-    assert detector.session.get_session_options().intra_op_num_threads == 2
-    assert not detector.split_batch  # its outputs index the batch: it runs whole
-
-
-@pytest.mark.parametrize("task", ["classification", "semantic_segmentation"])
-def test_onnx_batch_split_over_threads_gives_each_image_its_whole_batch_numbers(task: str, exported) -> None:  # fmt: skip
-    """Slices of the batch run side by side give the numbers of one call on the whole batch
-    (and of one image alone), for batches that split evenly, unevenly and not at all."""
-    path = exported(task, "onnx")[0]
-    whole = export.load_exported(path, threads=1).runner.backend
-    split = export.load_exported(path, threads=3).runner.backend
-    assert split.split_batch and not whole.split_batch
-    g = torch.Generator().manual_seed(0)
-    for n in (1, 2, 5, 6):
-        images = torch.randn(n, 3, 40, 48, generator=g)
-        (got,), (ref,) = split.run(images), whole.run(images)
-        assert got.shape == ref.shape and torch.equal(got, ref)
-        assert torch.equal(whole.run(images[-1:])[0][0], ref[-1])  # an image alone
+    assert options.intra_op_num_threads == 2
 
 
 @pytest.mark.parametrize("fmt", list(export.FORMATS))

@@ -364,54 +364,27 @@ def _to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Path, ta
 
 # -- running exported files --------------------------------------------------------------------------
 class OnnxRunner:
-    """An ONNX file through onnxruntime (CPU): ``run(*inputs)`` -> its outputs, with ``threads``
-    threads (default: torch's intra-op thread count, as the eager model gets).
+    """An ONNX file through onnxruntime (CPU): ``run(*inputs)`` -> its outputs."""
 
-    ``split_batch`` (logits graphs, whose images are independent): each of ``threads`` threads
-    runs a slice of the batch through the same one-threaded session (onnxruntime runs concurrent
-    calls; each image gets the same numbers as in one call). onnxruntime's own intra-op threads
-    synchronise at every operator: with 2 threads they cost 20 % more CPU than two slices run side
-    by side (semantic segmentation, batch 32 of 64 px). Detector graphs, whose outputs index the
-    batch, run whole with ``threads`` intra-op threads.
-    """
-
-    def __init__(self, path: Path, threads: int | None = None, split_batch: bool = False) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
             raise ConfigError(f"{path}: running ONNX files needs onnxruntime: pip install 'visionkit[export]'") from None  # fmt: skip
-        self.threads = max(1, int(threads) if threads else torch.get_num_threads())
-        self.split_batch = split_batch and self.threads > 1
         options = ort.SessionOptions()
         options.log_severity_level = 3  # its graph optimiser's notes on shared initialisers: noise
         # idle pool threads block instead of spinning: by default they spin for ~20 ms after each
         # run, taking a core from torch's decoding and pre- and post-processing between runs
         # (semantic segmentation's per-image resize + softmax), with 2 threads on 2 cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.intra_op_num_threads = 1 if self.split_batch else self.threads
+        if threads:
+            options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
-        self._pool: Any = None  # the threads that run the other slices (made on first use)
 
     def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        arrays = [x.numpy() for x in inputs]
-        n = len(arrays[0]) if arrays and arrays[0].ndim else 0
-        if not self.split_batch or n < 2:
-            return [torch.from_numpy(a) for a in self._run(arrays)]
-        import numpy as np
-
-        slices = [np.array_split(a, min(self.threads, n)) for a in arrays]
-        parts = list(zip(*slices, strict=True))
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="visionkit-onnx")
-        others = [self._pool.submit(self._run, part) for part in parts[1:]]
-        outputs = [self._run(parts[0]), *(f.result() for f in others)]
-        return [torch.from_numpy(np.concatenate(o)) for o in zip(*outputs, strict=True)]
-
-    def _run(self, arrays: Sequence[Any]) -> list[Any]:
-        return self.session.run(None, dict(zip(self.names, arrays, strict=True)))
+        feed = {n: x.numpy() for n, x in zip(self.names, inputs, strict=True)}
+        return [torch.from_numpy(a) for a in self.session.run(None, feed)]
 
 
 class TorchScriptRunner:
@@ -501,7 +474,7 @@ def load_exported(path: str | os.PathLike, device: str = "cpu", threads: int | N
 
     path = Path(path)
     meta, module = read_meta(path)
-    backend = OnnxRunner(path, threads, split_batch=not is_detector(meta["task"])) if module is None else TorchScriptRunner(module)  # fmt: skip
+    backend = OnnxRunner(path, threads) if module is None else TorchScriptRunner(module)
     return Model(TASKS.get(meta["task"]), meta, Runner(backend, meta), str(path))
 
 
