@@ -178,7 +178,7 @@ def main() -> None:
         f"(untrained: detectors keep up to their detections_per_img low-score boxes), {args.threads} thread(s) "
         f"unless said, decoding in the main process; each figure the median of {args.repeats} rounds. Plain loop: decode, preprocess, the model and "
         "its result (the task's decode) one image at a time without visionkit's predict path. "
-        "onnxruntime runs a classifier's or segmenter's batch as one slice per thread. Exported detectors take the whole "
+        "Exported detectors take the whole "
         "batch of pictures of different sizes in one call (padded, a size per image); eager "
         "detectors run images of one shape together. CPU shared with other jobs: compare the "
         "ratios, not the absolute numbers.",
