@@ -212,3 +212,17 @@ def test_switchable_norm_gradcheck() -> None:
     m = NORMS.build({"name": "sn", "affine": False}, 3).double()
     x = _x(shape=(2, 3, 3, 2)).requires_grad_(True)
     assert torch.autograd.gradcheck(m, (x,))
+
+
+@pytest.mark.parametrize("name", ["bn", "sync_bn", "sn"])
+@pytest.mark.parametrize(("key", "value"), [("momentum", -1.0), ("momentum", 1.5), ("momentum", float("nan")), ("eps", 0.0), ("eps", -1e-5)])  # fmt: skip
+def test_bad_momentum_or_eps_is_a_config_error(name: str, key: str, value: float) -> None:
+    # torch takes any number: a momentum of -1 trains to exploding running statistics
+    with pytest.raises(ConfigError, match=rf"{key} must be .* got {value}"):
+        NORMS.build({"name": name, key: value}, 8)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.03, 1.0])
+def test_momentum_in_range_is_kept(momentum: float) -> None:
+    assert NORMS.build({"name": "bn", "momentum": momentum}, 8).momentum == momentum
+    assert NORMS.build({"name": "sync_bn", "momentum": None}, 8).momentum is None

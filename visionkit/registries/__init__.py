@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from visionkit.errors import RegistryError
+from visionkit.errors import ConfigError, RegistryError
 from visionkit.registries.registry import Registry
 
 
@@ -34,6 +34,18 @@ def _backbone_check(obj: Any) -> None:
             )
 
 
+def _norm_check(obj: Any) -> None:
+    """A norm's running-statistics ``momentum`` (None: a cumulative average) in [0, 1] and its
+    ``eps`` above 0, for every norm however built: torch accepts any number and a momentum of -1
+    trains to statistics that explode without an error."""
+    _module_check("NORMS")(obj)
+    momentum, eps = getattr(obj, "momentum", None), getattr(obj, "eps", 1.0)
+    if momentum is not None and not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
+        raise ConfigError(f"norm {type(obj).__name__}: momentum must be in [0, 1] or null, got {momentum!r} (config key model.norm.momentum or the part's own norm)")  # fmt: skip
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise ConfigError(f"norm {type(obj).__name__}: eps must be > 0, got {eps!r} (config key model.norm.eps or the part's own norm)")  # fmt: skip
+
+
 def _modules(name: str, contract: str, check: Any = None) -> Registry:
     """A registry whose builders return an ``nn.Module`` (checked on build)."""
     return Registry(name, contract, check or _module_check(name))
@@ -41,7 +53,7 @@ def _modules(name: str, contract: str, check: Any = None) -> Registry:
 
 # one line per registry: its name and the callable contract of its entries
 LAYERS = _modules("LAYERS", "(in_channels, out_channels, **kw) -> nn.Module; NCHW in, NCHW out")
-NORMS = _modules("NORMS", "(num_channels, **kw) -> nn.Module normalising NCHW")
+NORMS = _modules("NORMS", "(num_channels, **kw) -> nn.Module normalising NCHW", _norm_check)
 ACTIVATIONS = _modules("ACTIVATIONS", "(**kw) -> nn.Module; class attr/property `channel_multiplier` if it changes C")  # fmt: skip
 UPSAMPLERS = _modules("UPSAMPLERS", "(in_channels, out_channels, scale_factor, **kw) -> nn.Module")
 BACKBONES = _modules("BACKBONES", "(**kw) -> nn.Module: forward(x) -> list[Tensor]; .feature_info list[FeatureInfo]; .stages ModuleList input side first", _backbone_check)  # fmt: skip
