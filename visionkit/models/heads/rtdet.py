@@ -482,7 +482,8 @@ class RTDetHead(nn.Module):
         )  # fmt: skip
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
-        """Training (targets given): {"loss_cls", "loss_box"} (and "loss_dfl" with bins); else per
+        """Training (targets given): {"loss_cls", "loss_box"} (and "loss_dfl" with bins, "loss_l1"
+        with l1_weight > 0); else per
         image boxes (xyxy, input pixels), labels (0..K-1), scores."""
         return self.detector(images, targets, features)
 
