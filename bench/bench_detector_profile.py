@@ -351,9 +351,10 @@ def rpn_ab(overrides: list[str], rounds: int, steps: int) -> None:
 
 
 def optimizer_ab(overrides: list[str], rounds: int, steps: int) -> None:
-    """The configured optimizer's step over the detector's parameter groups, for-loop
-    (``foreach=False``, torch's CPU default) vs ``foreach=True``, alternately in this process on the
-    same gradients; checks the parameters end equal; writes optimizer_ab.md."""
+    """The configured optimizer's step over the detector's parameter groups: for-loop
+    (``foreach=False``, torch's CPU default without ``fused``), ``foreach=True`` and ``fused=True``
+    (the shipped configs), alternately in this process on the same gradients; the largest
+    difference of the final parameters from the for-loop's; writes optimizer_ab.md."""
     import copy
 
     import torch
@@ -369,13 +370,17 @@ def optimizer_ab(overrides: list[str], rounds: int, steps: int) -> None:
     template = runner.build_task(cfg, dm)
     gen = torch.Generator().manual_seed(0)
     grads = [[torch.randn(p.shape, generator=gen) for p in template.parameters()] for _ in range(steps)]  # fmt: skip
-    variants = {"for-loop (foreach=False)": False, "foreach=True": True}
+    variants = {
+        "for-loop (foreach=False)": {"foreach": False, "fused": False},
+        "foreach=True": {"foreach": True, "fused": False},
+        "fused=True (shipped)": {"foreach": False, "fused": True},
+    }
     times: dict[str, list[float]] = {k: [] for k in variants}
     final: dict[str, list[torch.Tensor]] = {}
     for r in range(rounds + 1):
-        for label, foreach in variants.items():
+        for label, options in variants.items():
             task = copy.deepcopy(template)
-            opt_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.optimizer), {"foreach": foreach})
+            opt_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.optimizer), options)
             optimizer = instantiate(opt_cfg)(task.param_groups())
             params = list(task.parameters())
             start = time.perf_counter()
@@ -386,18 +391,25 @@ def optimizer_ab(overrides: list[str], rounds: int, steps: int) -> None:
             if r:
                 times[label].append(time.perf_counter() - start)
             final[label] = [p.detach().clone() for p in params]
-    equal = all(torch.equal(a, b) for a, b in zip(*final.values(), strict=True))
+    loop = final["for-loop (foreach=False)"]
     base = statistics.median(times["for-loop (foreach=False)"])
-    rows = [[k, 1000 * statistics.median(v) / steps, base / statistics.median(v)] for k, v in times.items()]  # fmt: skip
+    rows = [
+        [k, 1000 * statistics.median(v) / steps, base / statistics.median(v),
+         max(float((a - b).abs().max()) for a, b in zip(final[k], loop, strict=True))]
+        for k, v in times.items()
+    ]  # fmt: skip
+    n_params = sum(p.numel() for p in template.parameters())
     write_table(
         "optimizer_ab",
-        f"Optimizer step ({cfg.optimizer._target_}) over the Faster R-CNN task's parameter groups",
-        ["implementation", "ms / step", "speed-up"],
+        f"Optimizer step ({cfg.optimizer._target_}) over the detector's parameter groups"
+        f" ({' '.join(overrides) or 'task=detection'}: {n_params / 1e6:.2f} M parameters)",
+        ["implementation", "ms / step", "speed-up", "max abs diff after the steps"],
         rows,
         f"Median of {rounds} alternating rounds of {steps} steps on the same gradients, "
-        f"{torch.get_num_threads()} threads; parameters after the steps bit-identical: {equal}. "
-        "Shared 2-core machine: only the ratios count.\n\nCommand: `PYTHONPATH=. python "
-        "bench/bench_detector_profile.py --optimizer-ab`",
+        f"{torch.get_num_threads()} threads; the last column: the parameters' largest difference "
+        "from the for-loop's after the steps. Only the ratios count.\n\nCommand: `PYTHONPATH=. python "
+        f"bench/bench_detector_profile.py --optimizer-ab {' '.join(overrides)}`".rstrip("` ")
+        + "`",
     )
 
 
@@ -423,7 +435,7 @@ def main() -> None:
         "--repeats", type=int, default=2, help="alternating runs per tree (--compare)"
     )
     parser.add_argument("--rpn-ab", action="store_true", help="torchvision RPN vs BatchedRPN, in-process")  # fmt: skip
-    parser.add_argument("--optimizer-ab", action="store_true", help="optimizer for-loop vs foreach, in-process")  # fmt: skip
+    parser.add_argument("--optimizer-ab", action="store_true", help="optimizer for-loop vs foreach vs fused, in-process")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (another detector)")
     args = parser.parse_args()

@@ -1,10 +1,15 @@
-"""BaseTask.metric_pass: the validation metric on other data, without touching validation's state."""
+"""BaseTask: the validation metric on other data without touching validation's state (metric_pass), and
+the optimizer it builds (the shipped ones fused; a fused step with AMP clipping refused)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from visionkit.tasks.classification import ClassificationTask
 from visionkit.tasks.semantic_segmentation import SemanticSegmentationTask
@@ -51,3 +56,50 @@ def test_semantic_metric_pass_is_the_validation_miou() -> None:
     expected = {k.split("/")[-1]: float(v) for k, v in task.val_metrics.compute().items()}
     assert {k: values[k] for k in expected} == expected
     assert set(values) == {"mIoU", "pixel_acc", "loss"}
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_shipped_optimizers_take_fused_steps_with_the_loops_updates(name: str) -> None:
+    """conf/optimizer/*.yaml build fused optimizers (one kernel per step: 4-5x faster steps on
+    CPU); their updates equal torch's per-tensor loop within float rounding."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from tests.test_configs import compose_cfg
+
+    spec = compose_cfg([f"optimizer={name}"]).optimizer
+    assert spec.fused is True
+    torch.manual_seed(0)
+    start = [torch.randn(16, 8, 3, 3), torch.randn(16)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(3)]
+    final = []
+    for fused in (True, False):
+        params = [nn.Parameter(p.clone()) for p in start]
+        optimizer = instantiate(OmegaConf.merge(spec, {"fused": fused}))(params)
+        assert optimizer.defaults["fused"] is fused
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        final.append(params)
+    for a, b in zip(*final, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused, clip, scaler, refused", [
+    (True, 1.0, True, True), (True, None, True, False), (True, 1.0, False, False), (False, 1.0, True, False),
+])  # fmt: skip
+def test_a_fused_step_with_amp_gradient_clipping_is_one_config_error(fused: bool, clip: float | None, scaler: bool, refused: bool) -> None:  # fmt: skip
+    """Lightning cannot clip gradients that a fused step unscales itself (16-mixed's scaler): the
+    task says so when it builds the optimizer, naming the keys."""
+    from tests.callbacks.finetune_toy import make_task
+    from visionkit.errors import ConfigError
+
+    task = make_task()
+    task.hparams.optimizer = {**task.hparams.optimizer, "fused": fused}
+    task._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object() if scaler else None), gradient_clip_val=clip)  # fmt: skip
+    if refused:
+        with pytest.raises(ConfigError, match=r"^optimizer\.fused=true cannot be combined with trainer\.precision=16-mixed and trainer\.gradient_clip_val=1\.0"):  # fmt: skip
+            task.configure_optimizers()
+    else:
+        assert task.configure_optimizers().defaults["fused"] is fused

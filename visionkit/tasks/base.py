@@ -313,10 +313,27 @@ class BaseTask(pl.LightningModule):
         if not opt_cfg:
             raise ConfigError("no optimizer configured (config key 'optimizer')")
         optimizer = instantiate(opt_cfg)(self.param_groups())
+        self._check_fused_step(optimizer)
         sched_cfg = self.hparams.get("scheduler")
         if not sched_cfg:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": build_scheduler(sched_cfg, optimizer, self._run_length)}  # fmt: skip
+
+    def _check_fused_step(self, optimizer: Any) -> None:
+        """A fused step (``optimizer.fused=true``, the shipped AdamW and SGD) unscales 16-bit AMP's
+        gradients itself, so Lightning cannot clip them first: with a gradient scaler
+        (``trainer.precision=16-mixed`` on a GPU) and ``trainer.gradient_clip_val`` that is one
+        ConfigError naming the keys here, not Lightning's error after the first backward."""
+        trainer = self._trainer
+        if trainer is None or not getattr(optimizer, "_step_supports_amp_scaling", False):
+            return
+        if getattr(trainer.precision_plugin, "scaler", None) is not None and trainer.gradient_clip_val:  # fmt: skip
+            raise ConfigError(
+                f"optimizer.fused=true cannot be combined with trainer.precision=16-mixed and "
+                f"trainer.gradient_clip_val={trainer.gradient_clip_val}: the fused step unscales "
+                "the gradients itself, so they cannot be clipped before it; set "
+                "optimizer.fused=false (or drop the clipping)"
+            )
 
     def _run_length(self, interval: str) -> int:
         """Epochs, or optimizer steps (Lightning's estimate: data, accumulation, devices), of the run."""
