@@ -103,3 +103,34 @@ def test_a_fused_step_with_amp_gradient_clipping_is_one_config_error(fused: bool
             task.configure_optimizers()
     else:
         assert task.configure_optimizers().defaults["fused"] is fused
+
+
+def test_channels_last_model_trains_like_the_contiguous_one() -> None:
+    """model.channels_last=true keeps every 4-D weight (and so its gradient) in NHWC memory; the
+    outputs and gradients equal the default layout's, and the weights load either way."""
+    from tests.callbacks.finetune_toy import make_task
+    from tests.test_configs import compose_cfg
+    from visionkit.errors import ConfigError
+
+    torch.manual_seed(0)
+    plain_task = make_task()
+    nhwc = make_task(channels_last=True)
+    nhwc.load_state_dict(plain_task.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    outs = []
+    for task in (plain_task, nhwc):
+        task.train()
+        out = task(x)
+        out.square().mean().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(plain_task.named_parameters(), nhwc.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+        if b.ndim == 4:
+            assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+            assert b.grad.is_contiguous(memory_format=torch.channels_last)
+    assert any(p.ndim == 4 for p in nhwc.parameters())
+    with pytest.raises(ConfigError, match=r"^model\.channels_last must be true or false, got 'yes'"):  # fmt: skip
+        make_task(channels_last="yes")
+    assert compose_cfg(["experiment=rtdet_n"]).model.channels_last is True
+    assert compose_cfg([]).model.channels_last is False

@@ -130,6 +130,11 @@ class BaseTask(pl.LightningModule):
             from visionkit.models.whole_pretrained import load_whole
 
             self.pretrained_results = load_whole(self, whole)
+        channels_last = model.get("channels_last", False)
+        if not isinstance(channels_last, bool):
+            raise ConfigError(f"model.channels_last must be true or false, got {channels_last!r}")
+        if channels_last:  # NHWC weights: convolutions' outputs follow them (conf/train.yaml)
+            self.to(memory_format=torch.channels_last)
 
     # -- model ------------------------------------------------------------------------------
     @property
