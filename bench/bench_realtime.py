@@ -28,7 +28,8 @@ two detection files (each tool's own detection defaults: visionkit score >= 0.05
 image; YOLO conf >= 0.001, at most 100) against the same test ground truth. Training images/s is
 images over the time spent in training batches (data loading between batches excluded, validation
 excluded); inference images/s is eval-mode forward with pre- and post-processing (NMS) on decoded
-test images in memory, at batch 1 and 16. Ratios are against the first candidate.
+test images in memory, at batch 1 and 16: after all training, the median of ``--infer-rounds``
+rounds, each row timed in a fresh process in turn within a round (:func:`infer_rounds`). Ratios are against the first candidate.
 Results: bench/results/bench_realtime.md (and bench_realtime.json beside it).
 """
 
@@ -213,14 +214,14 @@ def run_visionkit(cand: str, coco: Path, work: Path, args: argparse.Namespace, e
         raise SystemExit(f"visionkit run failed ({cand}):\n{proc.stderr[-3000:]}")
     results = json.loads((out / "results.json").read_text())
     m = json.loads(meter.read_text())
-    infer = visionkit_inference(results["best_checkpoint"], coco, args)
     return {
         "name": f"visionkit `{cand}`",
+        "kind": "visionkit",
+        "model": results["best_checkpoint"],
         "detections": results["test/detections"],
         "epochs": f"{m['images'] / args.num_train:.1f} of {epochs}",  # trained of planned (max_time cuts)
         "wall": m["wall"],
         "train_rate": m["images"] / max(m["seconds"], 1e-9),
-        "infer": infer,
         "command": shlex.join(cmd),
     }
 
@@ -255,25 +256,63 @@ def test_images(coco: Path, limit: int | None = None) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def visionkit_inference(ckpt: str, coco: Path, args: argparse.Namespace) -> dict[int, float]:
-    """Eval-mode images/s of the checkpoint's task on decoded test images, batch 1 and 16."""
+def visionkit_infer_job(path: str) -> None:
+    """Eval-mode images/s of a checkpoint's task on decoded test images, batch 1 and 16 (one
+    round of :func:`infer_rounds`, in a fresh process); writes job['out']."""
+    job = json.loads(Path(path).read_text())
     import torch
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
 
     import visionkit
 
-    task = visionkit.load(ckpt).task  # as predict runs it (BatchNorms folded, channels-last on CPU)
-    images = [pil_to_tensor(Image.open(p).convert("RGB")).float() / 255 for p in test_images(coco, args.infer_images)]  # fmt: skip
-    rates = {}
+    torch.set_num_threads(job["threads"])
+    task = visionkit.load(
+        job["model"]
+    ).task  # as predict runs it (BatchNorms folded, channels-last on CPU)
+    images = [pil_to_tensor(Image.open(p).convert("RGB")).float() / 255 for p in job["images"]]  # fmt: skip
     with torch.no_grad():
         task(images[:BATCH])  # warm-up
-        for bs in (1, BATCH):
-            start = time.perf_counter()
-            for i in range(0, len(images), bs):
-                task(images[i : i + bs])
-            rates[bs] = len(images) / (time.perf_counter() - start)
+        rates = timed_batches(task, images)
+    Path(job["out"]).write_text(json.dumps(rates))
+
+
+def timed_batches(predict, images: list) -> dict[int, float]:
+    """Images/s of ``predict`` over ``images`` in batches of 1 and of BATCH (one pass each)."""
+    rates = {}
+    for bs in (1, BATCH):
+        start = time.perf_counter()
+        for i in range(0, len(images), bs):
+            predict(images[i : i + bs])
+        rates[bs] = len(images) / (time.perf_counter() - start)
     return rates
+
+
+def infer_rounds(rows: list[dict], coco: Path, work: Path, args: argparse.Namespace, python: Path, env: dict) -> None:  # fmt: skip
+    """Each row's inference images/s at batch 1 and 16: ``--infer-rounds`` rounds, every row timed
+    once per round in a fresh process (its own venv for YOLO), rows in turn within a round, so a
+    busy moment hits one round of every row; each figure is the median of its rounds. One pass
+    after each training run was noisy: rtdet_n vs YOLO26n at batch 16 gave 792 vs 780 in one
+    quiet run and 917-946 vs 830-855 when timed again on the same checkpoints."""
+    images = [str(p) for p in test_images(coco, args.infer_images)]
+    for row in rows:
+        row["infer_rounds"] = {1: [], BATCH: []}
+    for r in range(args.infer_rounds):
+        for i, row in enumerate(rows):
+            path, out = work / f"infer_{i}.json", work / f"infer_{i}_out.json"
+            path.write_text(json.dumps({"model": row["model"], "images": images, "threads": args.threads, "imgsz": IMAGE_SIZE, "out": str(out)}))  # fmt: skip
+            if row["kind"] == "yolo":
+                cmd, job_env = [str(python), __file__, "--yolo-infer-job", str(path)], yolo_env(python, args)  # fmt: skip
+            else:
+                cmd, job_env = [sys.executable, __file__, "--infer-job", str(path)], env
+            proc = subprocess.run(cmd, env=job_env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"inference job failed ({row['name']}):\n{proc.stderr[-3000:]}")
+            for bs, rate in json.loads(out.read_text()).items():
+                row["infer_rounds"][int(bs)].append(rate)
+        print(f"inference round {r + 1}: " + "; ".join(f"{row['name']}: {row['infer_rounds'][1][-1]:.0f} / {row['infer_rounds'][BATCH][-1]:.0f}" for row in rows), flush=True)  # fmt: skip
+    for row in rows:
+        row["infer"] = {bs: statistics.median(v) for bs, v in row["infer_rounds"].items()}
 
 
 # -- ultralytics (its own venv; the job runs this file there, without visionkit) ---------------------
@@ -312,31 +351,35 @@ def run_yolo(model: str, yolo: Path, coco: Path, work: Path, args: argparse.Name
             ]
         ],
         "category_ids": [c["id"] for c in cats],
-        "infer_images": args.infer_images,
         "out": str(work / f"yolo_{Path(model).stem}.json"),
         "detections": str(work / f"yolo_{Path(model).stem}_detections.json"),
     }
     path = work / f"yolo_{Path(model).stem}_job.json"
     path.write_text(json.dumps(job))
-    env = {
-        **os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(Path(python).parents[1] / "config"),
-        "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": "",
-    }  # fmt: skip
     cmd = [str(python), __file__, "--yolo-job", str(path)]
     print("+", shlex.join(cmd), flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=yolo_env(python, args), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"ultralytics run failed ({model}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")  # fmt: skip
     r = json.loads(Path(job["out"]).read_text())
     return {
         "name": f"ultralytics `{model}` from scratch",
+        "kind": "yolo",
+        "model": r["weights"],
         "detections": job["detections"],
         "epochs": r["epochs"],
         "wall": r["wall"],
         "train_rate": r["images"] / max(r["seconds"], 1e-9),
-        "infer": {int(k): v for k, v in r["infer"].items()},
         "command": f"YOLO('{model}').train(data=..., imgsz={IMAGE_SIZE}, batch={BATCH}, time={args.budget}/3600, workers={args.workers}, device='cpu', amp=False, plots=False, pretrained=False, seed=0)",
     }
+
+
+def yolo_env(python: Path, args: argparse.Namespace) -> dict:
+    """The ultralytics venv's environment: offline, its own settings, ``--threads`` threads."""
+    return {
+        **os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(Path(python).parents[1] / "config"),
+        "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": "",
+    }  # fmt: skip
 
 
 def yolo_job(path: str) -> None:
@@ -395,21 +438,27 @@ def yolo_job(path: str) -> None:
                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score,
             })  # fmt: skip
     Path(job["detections"]).write_text(json.dumps(records))
-    import cv2
-
-    images = [cv2.imread(p) for p in job["test_images"][: job["infer_images"]]]
-    _predict(model, images[: job["batch"]], job)  # warm-up (and the predictor's setup)
-    torch.set_num_threads(job["threads"])
-    infer = {}
-    for bs in (1, job["batch"]):
-        start = time.perf_counter()
-        for i in range(0, len(images), bs):
-            _predict(model, images[i : i + bs], job)
-        infer[bs] = len(images) / (time.perf_counter() - start)
     Path(job["out"]).write_text(json.dumps({
         "wall": meter["wall"], "seconds": meter["seconds"], "images": meter["images"],
-        "epochs": meter["epochs"], "infer": infer,
+        "epochs": meter["epochs"], "weights": str(best),
     }))  # fmt: skip
+
+
+def yolo_infer_job(path: str) -> None:
+    """In the ultralytics venv: images/s of the trained weights on decoded test images, batch 1
+    and 16 (one round of :func:`infer_rounds`); writes job['out']."""
+    job = json.loads(Path(path).read_text())
+    import cv2
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.utils import torch_utils
+
+    torch_utils.NUM_THREADS = job["threads"]
+    model = YOLO(job["model"])
+    images = [cv2.imread(p) for p in job["images"]]
+    _predict(model, images[:BATCH], job)  # warm-up (and the predictor's setup)
+    torch.set_num_threads(job["threads"])
+    Path(job["out"]).write_text(json.dumps(timed_batches(lambda batch: _predict(model, batch, job), images)))  # fmt: skip
 
 
 def _predict(model, sources: list, job: dict, batch: int | None = None) -> list:
@@ -439,8 +488,9 @@ def coco_ap(gt_file: Path, detections: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--yolo-job":
-        yolo_job(sys.argv[2])
+    jobs = {"--yolo-job": yolo_job, "--yolo-infer-job": yolo_infer_job, "--infer-job": visionkit_infer_job}  # fmt: skip
+    if len(sys.argv) == 3 and sys.argv[1] in jobs:
+        jobs[sys.argv[1]](sys.argv[2])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidate", action="append", help="visionkit override set (repeatable; default: 'task=detection')")  # fmt: skip
@@ -453,6 +503,7 @@ def main() -> None:
     parser.add_argument("--num-val", type=int, default=400)
     parser.add_argument("--num-test", type=int, default=400)
     parser.add_argument("--infer-images", type=int, default=160, help="test images timed for inference")  # fmt: skip
+    parser.add_argument("--infer-rounds", type=int, default=5, help="inference rounds (each figure their median)")  # fmt: skip
     parser.add_argument("--venv", type=Path, default=Path("/tmp/yolo-venv"), help="ultralytics venv (created if missing)")  # fmt: skip
     parser.add_argument("--work", type=Path, help="working folder (default: a new temporary one)")
     parser.add_argument("--name", default="bench_realtime", help="results file name")
@@ -471,6 +522,7 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     rows = [run_visionkit(c, coco, work, args, env) for c in candidates]
     rows += [run_yolo(m, yolo, coco, work, args, python) for m in models]
+    infer_rounds(rows, coco, work, args, python, env)
     load.append(os.getloadavg()[0])
     gt = coco / "annotations" / "instances_test.json"
     for r in rows:
@@ -500,7 +552,8 @@ def main() -> None:
         f"none for ultralytics (it uses none on CPU) (torch "
         f"{torch.__version__}, {os.cpu_count()} cores). AP by pycocotools on each detection file over "
         f"the same {args.num_test} test images; inference on {args.infer_images} decoded test images "
-        "(pre/post-processing and NMS included). Ratios are against the first row. The machine is "
+        f"(pre/post-processing and NMS included), the median of {args.infer_rounds} rounds after all "
+        "training, each row in a fresh process in turn within a round. Ratios are against the first row. The machine is "
         "shared with other jobs: absolute figures are noisy, only the ratios within one run count "
         f"(1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end).\n\n"
         f"Command: `{cmd}`\n\n" + "\n".join(f"- {r['name']}: `{r['command']}`" for r in rows)
