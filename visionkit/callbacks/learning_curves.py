@@ -108,7 +108,8 @@ class LearningCurves(pl.Callback):
         if batches is None:
             return
         self._train_eval = measure(batches)
-        pl_module.log_dict({f"train_eval/{k}": float(v) for k, v in self._train_eval.items()})
+        # every rank measures the same images (metric states gathered): the mean is the value
+        pl_module.log_dict({f"train_eval/{k}": float(v) for k, v in self._train_eval.items()}, sync_dist=True)  # fmt: skip
 
     def _train_batches(self, trainer: pl.Trainer, count: int) -> Iterable[Any] | None:
         """A loader over ``count`` evenly spaced training images with the evaluation pipeline."""

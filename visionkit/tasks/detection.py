@@ -140,7 +140,9 @@ class DetectionTask(BaseTask):
         values = self.metric_values(self.val_map.compute())
         self.val_map.reset()
         logged = {f"val/{k}": torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
-        self.log_dict(logged, prog_bar=False)
+        # equal on every rank (compute() gathers them): the mean over ranks is the value itself,
+        # and Lightning stops advising sync_dist once per metric and epoch
+        self.log_dict(logged, prog_bar=False, sync_dist=True)
 
     # -- test (exported detections evaluated by visionkit.evaluation.coco_evaluator) ----------
     def on_test_epoch_start(self) -> None:
@@ -155,7 +157,7 @@ class DetectionTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         summary = self.test_summary = self.evaluator.evaluate()
         metrics = {f"test/{k}": v for k, v in summary.get("metrics", {}).items()}
-        self.log_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()})
+        self.log_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}, sync_dist=True)  # as validation's  # fmt: skip
 
     def extra_results(self, stage: str) -> dict[str, Any]:
         """Test: paths of detections.json and the ground truth, number of images evaluated."""
