@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,49 @@ def test_an_override_hydra_cannot_parse_is_one_error_line(capsys: pytest.Capture
     err = capsys.readouterr().err
     assert err.startswith("error: override 'model.pretrained=~/.cache/weights.pth' does not parse")
     assert err.count("\n") == 1 and "$HOME" in err
+
+
+@pytest.mark.parametrize("outcome", ["returns", "user error", "crash"])
+def test_the_process_entry_freezes_the_collector_once_the_command_has_ended(
+    outcome: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m visionkit`` (main without argv) calls gc.freeze() after its command, whether
+    it returns, fails with exit code 2 or raises, so that the exit skips the collector's full passes
+    (~1 s CPU a process); main(argv), as called in-process, leaves the collector alone."""
+    import gc
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from visionkit.errors import ConfigError
+
+    events = []
+
+    def command(args: list[str]) -> str:
+        events.append(("command", args))
+        if outcome == "user error":
+            raise ConfigError("bad key 'x'")
+        if outcome == "crash":
+            raise RuntimeError("a bug")
+        return "done"
+
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: False))
+    monkeypatch.setattr(cli, "_load", lambda target: command)
+    monkeypatch.setattr(gc, "freeze", lambda: events.append("freeze"))  # not this pytest process
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv(cli.COMMAND_ENV, raising=False)  # main() sets it: restored after
+    monkeypatch.setattr(sys, "argv", ["visionkit", "list", "norms"])
+    if outcome == "returns":
+        assert cli.main() == "done"
+    elif outcome == "user error":
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == "error: bad key 'x'\n"
+    else:
+        with pytest.raises(RuntimeError, match="a bug"):
+            cli.main()
+    assert events == [("command", ["norms"]), "freeze"]
+    events.clear()
+    if outcome == "returns":
+        assert cli.main(["list", "norms"]) == "done"
+        assert events == [("command", ["norms"])]

@@ -108,8 +108,15 @@ def check_overrides(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    """Entry point of ``python -m visionkit`` and the ``visionkit`` script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of ``python -m visionkit`` and the ``visionkit`` script (and of Lightning's DDP
+    children, which re-run ``python -m visionkit``). Without ``argv`` it runs the process's own
+    command line, after which the process only exits: see :func:`skip_exit_collection`."""
+    if argv is None:
+        try:
+            return main(sys.argv[1:])
+        finally:  # returned, failed with exit code 2 or raised: the process ends either way
+            skip_exit_collection()
+    args = list(argv)
     # Lightning's DDP launcher re-runs `python -m visionkit <overrides>` for the other ranks,
     # without the command word: they read it from the environment the launching rank set.
     command = (
@@ -136,6 +143,21 @@ def main(argv: Sequence[str] | None = None) -> Any:
     if config_name is None:
         return _user_errors_to_exit(_load(target))(args)
     return run_hydra_app(_load_lazily(target), config_name, args, prog=f"visionkit {command}")
+
+
+def skip_exit_collection() -> None:
+    """Spare the exit the garbage collector's full passes over every object left (~1 s CPU per
+    process with torch, torchvision and Lightning loaded; 0.2 s left): ``gc.freeze()`` moves them
+    to the permanent generation, which the interpreter's shutdown collections skip.
+
+    Not ``os._exit``: atexit handlers (logging, Lightning, MLflow, W&B) still run, files are
+    flushed and closed, and objects freed by reference counting are finalised as before. Only
+    objects in reference cycles are left unfinalised; every visionkit output (loggers,
+    checkpoints, predictions, Hydra's files) is written and closed before the command returns.
+    """
+    import gc
+
+    gc.freeze()
 
 
 def resume_in_place(args: list[str]) -> list[str]:

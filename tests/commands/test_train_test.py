@@ -35,6 +35,23 @@ def test_train_writes_config_checkpoints_metrics_results_and_picture(trained_run
     assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_metrics_csv_has_every_row_once_the_process_has_exited(trained_run: Path) -> None:
+    """The CLI skips the exit's garbage collection (gc.freeze, visionkit/__main__.py): nothing of
+    the run may depend on it. Two epochs of two logged steps: train/loss at steps 0-3, val/* for
+    both epochs, one test row (results.json's test/acc), and the file ends with a whole line."""
+    import csv
+
+    text = (trained_run / "metrics.csv").read_text()
+    assert text.endswith("\n")
+    rows = list(csv.DictReader(text.splitlines()))
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == [0, 1, 2, 3]
+    assert sorted(logged_rows(trained_run, "val/")) == [0, 1]
+    (test_row,) = [r for r in rows if r["test/acc"]]
+    results = json.loads((trained_run / "results.json").read_text())
+    assert float(test_row["test/acc"]) == pytest.approx(results["test/acc"])
+    assert rows[-1] == test_row
+
+
 def test_train_draws_learning_curves_and_stores_the_diagnosis(trained_run: Path) -> None:
     """Per epoch: the training metric (an eval pass on training images, train_eval/acc in
     metrics.csv), the validation metric, losses and rates; a verdict with its numbers."""
