@@ -7,8 +7,8 @@ Each task's default model (conf/, shapes preprocessing, untrained weights: speed
 the same N PNG pictures of mixed sizes through ``visionkit.load(...).predict``: one call per image,
 then batches of 32 (decoding in the main process), then the exported ONNX file through onnxruntime
 in the same batches. Same preprocessing and the same typed results in every row (the export checks
-itself against the eager model; onnxruntime runs a classifier's or segmenter's batch as one slice
-per thread). The reference is a plain loop without visionkit's predict path (decode, the recorded
+itself against the eager model; onnxruntime runs each batch through one session with ``--threads``
+intra-op threads). The reference is a plain loop without visionkit's predict path (decode, the recorded
 preprocessing, the model on one image and its result; before the result was in it, semantic
 segmentation's one call per image ran 1.28x its time): one call per image / plain loop is
 visionkit's own per-call cost. One call per image is timed with 1 thread too: at batch 1 a second
