@@ -50,6 +50,8 @@ def test_good_trainer_config_passes_and_bad_values_are_one_config_error(tmp_path
         ({"weight_decay": -0.5}, "optimizer.weight_decay=-0.5 is invalid for torch.optim.AdamW"),
         ({"betas": [0.9, 1.5]}, "optimizer.betas=[0.9, 1.5] is invalid for torch.optim.AdamW"),
         ({"_target_": "torch.optim.Adamm"}, "optimizer._target_='torch.optim.Adamm' cannot be built"),
+        ({"fused": True, "foreach": True}, "optimizer.fused=True is invalid for torch.optim.AdamW: `fused` and `foreach` cannot be `True` together"),
+        ({"_target_": "torch.optim.Adamax", "fused": True}, "optimizer.fused=True is invalid for torch.optim.Adamax: Adamax.__init__() got an unexpected keyword argument 'fused' (drop it: ~optimizer.fused)"),
     ],
 )  # fmt: skip
 def test_optimizer_values_are_checked_before_training(change: dict, message: str) -> None:

@@ -169,12 +169,16 @@ def check_optimizer_config(opt_cfg: DictConfig) -> None:
             raise ConfigError(f"optimizer.{key}={spec[key]!r} must be a number ({target})")
     try:
         factory([torch.nn.Parameter(torch.zeros(1))])
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # torch: RuntimeError for fused + foreach
         text = str(exc)
         lower = text.lower()
         named = [k for k in keys if k in lower or any(w in lower for w in _OPTIMIZER_KEY_WORDS.get(k, ()))]  # fmt: skip
         where = f"optimizer.{named[0]}={spec[named[0]]!r}" if named else "optimizer config"
-        raise ConfigError(f"{where} is invalid for {target}: {text}") from None
+        # e.g. the shipped `fused: true` kept when optimizer._target_ names a class without it
+        hint = (
+            f" (drop it: ~optimizer.{named[0]})" if named and "unexpected keyword" in lower else ""
+        )
+        raise ConfigError(f"{where} is invalid for {target}: {text}{hint}") from None
 
 
 def contributions(stage: str, *sources: Any) -> dict[str, Any]:
