@@ -267,9 +267,8 @@ def visionkit_infer_job(path: str) -> None:
     import visionkit
 
     torch.set_num_threads(job["threads"])
-    task = visionkit.load(
-        job["model"]
-    ).task  # as predict runs it (BatchNorms folded, channels-last on CPU)
+    # the model as predict runs it (BatchNorms folded, channels-last on CPU)
+    task = visionkit.load(job["model"]).task
     images = [pil_to_tensor(Image.open(p).convert("RGB")).float() / 255 for p in job["images"]]  # fmt: skip
     with torch.no_grad():
         task(images[:BATCH])  # warm-up
@@ -384,7 +383,8 @@ def yolo_env(python: Path, args: argparse.Namespace) -> dict:
 
 def yolo_job(path: str) -> None:
     """In the ultralytics venv: train from the yaml for the time budget, detect on the test images
-    (COCO results), time inference at batch 1 and 16; writes job['out'] and job['detections']."""
+    (COCO results); writes job['out'] (timings, the best weights' path) and job['detections'].
+    Inference is timed later, by :func:`yolo_infer_job` in :func:`infer_rounds`."""
     job = json.loads(Path(path).read_text())
     import torch
     from ultralytics import YOLO
