@@ -1,9 +1,9 @@
 """``rtdet``: a real-time one-stage anchor-free detector head (in the spirit of YOLOX / RTMDet /
 PP-YOLOE), built for batches: every step is a tensor operation over the whole batch.
 
-* decoupled head: per level (weights shared across levels) ``num_convs`` 3x3 convs for classes
-  and as many for boxes; one point per location predicts K class logits and the distances
-  (left, top, right, bottom) to the box edges, ``exp(.) * stride``, or (``reg_max`` > 0, GFL /
+* decoupled head: per level ``num_convs`` 3x3 convs for classes and as many for boxes (their
+  convolutions shared across levels, their BatchNorms per level, as RTMDet's); one point per
+  location predicts K class logits and the distances (left, top, right, bottom) to the box edges, ``exp(.) * stride``, or (``reg_max`` > 0, GFL /
   YOLOv8) each distance as a softmax over ``reg_max + 1`` bins of one stride, its expectation;
 * task-aligned assignment (TOOD): for each ground-truth box, the ``topk`` candidate points (centre
   inside the box or within ``center_radius`` strides of its centre) with the largest
@@ -43,6 +43,7 @@ from torchvision.ops import (
 from visionkit.distributed import mean_over_ranks
 from visionkit.errors import ConfigError
 from visionkit.layers.blocks import ConvNormAct
+from visionkit.layers.level_shared import LevelShared
 from visionkit.layers.roi_align import exporting
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import (
@@ -311,8 +312,13 @@ class RTDetector(nn.Module):
         self.assigner = assigner
         self.strides = [int(s) for s in strides]
         self.num_classes = int(num_classes)
-        self.cls_convs = nn.Sequential(*[ConvNormAct(channels, channels, 3, norm=norm, act=act) for _ in range(num_convs)])  # fmt: skip
-        self.reg_convs = nn.Sequential(*[ConvNormAct(channels, channels, 3, norm=norm, act=act) for _ in range(num_convs)])  # fmt: skip
+
+        def branch() -> nn.Sequential:
+            return nn.Sequential(*[ConvNormAct(channels, channels, 3, norm=norm, act=act) for _ in range(num_convs)])  # fmt: skip
+
+        # convolutions shared by the levels, norms per level (see visionkit.layers.level_shared)
+        self.cls_convs = LevelShared(branch, len(self.strides))
+        self.reg_convs = LevelShared(branch, len(self.strides))
         self.cls_pred = nn.Conv2d(channels, self.num_classes, 1)
         self.reg_max = int(reg_max)
         self.reg_pred = nn.Conv2d(channels, 4 * (self.reg_max + 1), 1)
@@ -330,9 +336,9 @@ class RTDetector(nn.Module):
     def predict(self, maps: list[torch.Tensor]) -> Prediction:
         """Feature maps -> :class:`Prediction` (class logits, boxes, points, strides, bins)."""
         logits, dists, bins = [], [], []
-        for m, s in zip(maps, self.strides, strict=True):
-            c = self.cls_pred(self.cls_convs(m))
-            r = self.reg_pred(self.reg_convs(m))
+        for level, (m, s) in enumerate(zip(maps, self.strides, strict=True)):
+            c = self.cls_pred(self.cls_convs(m, level))
+            r = self.reg_pred(self.reg_convs(m, level))
             logits.append(c.flatten(2))
             if self.reg_max:  # [B, 4*(R+1), H, W] -> bins [B, 4, R+1, HW]; expectation in strides
                 b = r.reshape(r.shape[0], 4, self.reg_max + 1, -1)

@@ -31,6 +31,7 @@ from torch import nn
 
 from visionkit.errors import ConfigError
 from visionkit.layers.blocks import ConvNormAct
+from visionkit.layers.level_shared import LevelShared
 from visionkit.models.backbones.base import FeatureInfo
 from visionkit.models.heads.detector_base import (
     DetectorOptions,
@@ -100,16 +101,19 @@ class RTSegmenter(nn.Module):
             ConvNormAct(proto_channels, num_protos, 1, norm=norm, act=act),
         )
         width = max(channels // 4, num_protos)
-        self.coef_convs = nn.Sequential(
-            ConvNormAct(channels, width, 3, norm=norm, act=act),
-            ConvNormAct(width, width, 3, norm=norm, act=act),
+        self.coef_convs = LevelShared(  # shared convolutions, norms per level
+            lambda: nn.Sequential(
+                ConvNormAct(channels, width, 3, norm=norm, act=act),
+                ConvNormAct(width, width, 3, norm=norm, act=act),
+            ),
+            len(base.strides),
         )
         self.coef_pred = nn.Conv2d(width, num_protos, 1)
         self.mask_weight = float(mask_weight)
 
     def coefficients(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Mask coefficients [B,N,k] of every point, flattened as the box head's outputs."""
-        return torch.cat([self.coef_pred(self.coef_convs(m)).flatten(2) for m in maps], 2).transpose(1, 2)  # fmt: skip
+        return torch.cat([self.coef_pred(self.coef_convs(m, i)).flatten(2) for i, m in enumerate(maps)], 2).transpose(1, 2)  # fmt: skip
 
     def forward(self, images: list[torch.Tensor], targets: list[Target] | None, features: FeatureFn) -> Any:  # fmt: skip
         base = self.base
