@@ -3,9 +3,8 @@
 import torch
 from torch import nn
 
-from visionkit.layers import ConvNormAct
+from visionkit.layers import ConvNormAct, LevelShared
 from visionkit.layers.fuse import fuse_conv_bn
-from visionkit.layers.level_shared import LevelShared
 
 
 def stack() -> nn.Sequential:
