@@ -14,7 +14,8 @@ segmentation's one call per image ran 1.28x its time): one call per image / plai
 visionkit's own per-call cost. One call per image is timed with 1 thread too: at batch 1 a second
 intra-op thread mostly waits (and on a shared machine waits long). Threads: 2 unless said.
 Each figure is the median of ``--repeats`` rounds, the rows timed in turn within a round (one
-pass each was noisy: classification's ratios moved 1.2-2.6x between two quiet runs).
+pass each was noisy: classification's ratios moved 1.2-2.6x between two quiet runs); each ratio is
+the median of the rounds' ratios of two rows timed one after the other (:func:`round_ratio`).
 Ratios are against rows of the same run, since the machine may be shared.
 """
 
@@ -80,14 +81,21 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def rounds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each of ``fns``, timed in turn ``repeats`` times (so a busy moment of a
-    shared machine hits one round of every row rather than all rounds of one row)."""
+def rounds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of ``fns`` per round, timed in turn ``repeats`` times (so a busy moment of
+    a shared machine hits one round of every row rather than all rounds of one row)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(timed(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def round_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over rounds of ``slow / fast`` seconds, each ratio from two rows timed one after the
+    other: this virtual machine switches between a fast and a ~1.4x slower mode for seconds at a
+    time, which moves a ratio of medians taken from different rounds, not a ratio within one."""
+    return statistics.median(s / f for s, f in zip(slow, fast, strict=True))
 
 
 def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
@@ -124,7 +132,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--tasks", nargs="*", default=TASKS)
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (torch and onnxruntime)")  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=3, help="rounds; each figure is their median")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; each figure is their median")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import visionkit
@@ -152,10 +160,11 @@ def main() -> None:
                 },
                 args.repeats,
             )
-            plain, single, batched, ort, single_1 = (t[k] for k in ("plain", "single", "batched", "ort", "single_1"))  # fmt: skip
+            plain, single, batched, ort, single_1 = (statistics.median(t[k]) for k in ("plain", "single", "batched", "ort", "single_1"))  # fmt: skip
+            ratios = [round_ratio(t[a], t[b]) for a, b in (("single", "plain"), ("single", "batched"), ("batched", "ort"))]  # fmt: skip
             n = len(paths)
             diff = report.get("max_abs_logit_diff", report.get("max_abs_box_diff"))
-            rows.append([task_name, n, n / plain, n / single, n / single_1, n / batched, n / ort, single / plain, single / batched, batched / ort, diff])  # fmt: skip
+            rows.append([task_name, n, n / plain, n / single, n / single_1, n / batched, n / ort, *ratios, diff])  # fmt: skip
             print(rows[-1], flush=True)
     write_table(
         "bench_predict",
@@ -176,7 +185,7 @@ def main() -> None:
         rows,
         "visionkit.load(...).predict on PNGs of mixed sizes (48-128 px), default model of each task "
         f"(untrained: detectors keep up to their detections_per_img low-score boxes), {args.threads} thread(s) "
-        f"unless said, decoding in the main process; each figure the median of {args.repeats} rounds. Plain loop: decode, preprocess, the model and "
+        f"unless said, decoding in the main process; each figure the median of {args.repeats} rounds (ratios: the median of each round's ratio of two rows timed one after the other). Plain loop: decode, preprocess, the model and "
         "its result (the task's decode) one image at a time without visionkit's predict path. "
         "Exported detectors take the whole "
         "batch of pictures of different sizes in one call (padded, a size per image); eager "
