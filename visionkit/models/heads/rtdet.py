@@ -3,8 +3,9 @@ PP-YOLOE), built for batches: every step is a tensor operation over the whole ba
 
 * decoupled head: per level ``num_convs`` 3x3 convs for classes and as many for boxes (their
   convolutions shared across levels, their BatchNorms per level, as RTMDet's); one point per
-  location predicts K class logits and the distances (left, top, right, bottom) to the box edges, ``exp(.) * stride``, or (``reg_max`` > 0, GFL /
-  YOLOv8) each distance as a softmax over ``reg_max + 1`` bins of one stride, its expectation;
+  location predicts K class logits and the distances (left, top, right, bottom) to the box
+  edges, ``exp(.) * stride``, or (``reg_max`` > 0, GFL / YOLOv8) each distance as a softmax
+  over ``reg_max + 1`` bins of one stride, its expectation;
 * task-aligned assignment (TOOD): for each ground-truth box, the ``topk`` candidate points (centre
   inside the box or within ``center_radius`` strides of its centre) with the largest
   ``score ** alpha * iou ** beta``; a point claimed by several boxes keeps the one it overlaps most;
