@@ -338,6 +338,21 @@ def test_transform_equals_torchvision(shapes: list[tuple[int, int, int]]) -> Non
     torch.testing.assert_close(x, ref.tensors, atol=1e-5, rtol=0)
 
 
+def test_levels_share_the_branch_convolutions_but_not_their_norms() -> None:
+    # one norm per level: a norm shared by the levels kept one running average of all of them,
+    # which biased a trained model's boxes at inference (visionkit.layers.level_shared)
+    det = head(norm="bn").detector
+    for branch in (det.cls_convs, det.reg_convs):
+        assert len(branch) == len(LEVELS)
+        assert branch[1][0].conv.weight is branch[0][0].conv.weight
+        assert branch[1][0].norm is not branch[0][0].norm
+    det.train()
+    maps = [torch.randn(2, 8, 8, 8), torch.randn(2, 8, 4, 4) * 3 + 2]
+    det.predict(maps)
+    means = [branch[0].norm.running_mean for branch in det.cls_convs]
+    assert not torch.allclose(means[0], means[1])
+
+
 def test_outputs_in_training_and_evaluation() -> None:
     h = head(score_thresh=0.0, detections_per_img=5)
     conv = torch.nn.Conv2d(3, 8, 1)
