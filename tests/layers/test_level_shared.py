@@ -1,5 +1,6 @@
 """LevelShared: convolutions shared by the levels, norms per level; the former layout still loads."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -52,3 +53,32 @@ def test_per_level_norms_fold_into_each_level_and_the_former_layout_loads() -> N
     fresh.load_state_dict(old.state_dict())
     for level in (0, 1):
         torch.testing.assert_close(fresh(x, level), old(x))
+
+
+def test_a_stack_without_an_index_of_its_own_loads_both_layouts() -> None:
+    # a ConvNormAct per level: this layout's keys ("0.conv.weight") look like the former layout's
+    # of a Sequential stack, so the former layout is told apart by the keys, not by their form
+    def one() -> nn.Module:
+        return ConvNormAct(4, 4, 3, norm="bn", act="relu")
+
+    torch.manual_seed(0)
+    trained = LevelShared(one, 2)
+    trained.train()
+    trained(torch.randn(2, 4, 8, 8), 0), trained(torch.randn(2, 4, 4, 4) * 3 + 1, 1)
+    trained.eval()
+    fresh = LevelShared(one, 2).eval()
+    fresh.load_state_dict(trained.state_dict())
+    x = torch.randn(1, 4, 6, 6)
+    for level in (0, 1):
+        torch.testing.assert_close(fresh(x, level), trained(x, level))
+    assert not torch.equal(fresh[0].norm.running_mean, fresh[1].norm.running_mean)
+    old = one().eval()
+    old.load_state_dict(trained[1].state_dict())
+    fresh.load_state_dict(old.state_dict())
+    for level in (0, 1):
+        torch.testing.assert_close(fresh(x, level), old(x))
+
+
+def test_levels_below_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="levels=0"):
+        LevelShared(stack, 0)

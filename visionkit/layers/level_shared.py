@@ -27,6 +27,8 @@ class LevelShared(nn.ModuleList):
     level, as it was trained."""
 
     def __init__(self, build: Callable[[], nn.Module], levels: int) -> None:
+        if int(levels) < 1:
+            raise ValueError(f"LevelShared: levels={levels} must be >= 1")
         super().__init__([build() for _ in range(int(levels))])
         for other in list(self)[1:]:
             for a, b in zip(self[0].modules(), other.modules(), strict=True):
@@ -41,17 +43,12 @@ class LevelShared(nn.ModuleList):
 
 
 def _from_one_stack(module: LevelShared, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:  # fmt: skip
-    """Load hook: the former layout's keys (one stack: ``<layer>.<name>...``, no level index) are
-    copied to every level (``<level>.<layer>.<name>...``)."""
-    keys = [k for k in state_dict if k.startswith(prefix)]
-    if not keys or any(_is_level_key(k[len(prefix) :]) for k in keys):
+    """Load hook: a state dict of the former layout (one stack: its keys are one level's keys
+    without the level index, none of this layout's keys) is copied to every level."""
+    found = {k[len(prefix) :] for k in state_dict if k.startswith(prefix)}
+    if not found or found & module.state_dict().keys() or not found <= module[0].state_dict().keys():  # fmt: skip
         return
-    for key in keys:
-        value = state_dict.pop(key)
+    for key in found:
+        value = state_dict.pop(prefix + key)
         for level in range(len(module)):
-            state_dict[f"{prefix}{level}.{key[len(prefix) :]}"] = value
-
-
-def _is_level_key(rest: str) -> bool:
-    parts = rest.split(".")
-    return len(parts) > 2 and parts[0].isdigit() and parts[1].isdigit()
+            state_dict[f"{prefix}{level}.{key}"] = value
