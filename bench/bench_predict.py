@@ -102,12 +102,10 @@ def one_thread(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` run with 1 intra-op thread (the thread count restored after)."""
 
     def run() -> object:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        from visionkit.inference import torch_threads
+
+        with torch_threads(1):
             return fn()
-        finally:
-            torch.set_num_threads(threads)
 
     return run
 

@@ -141,6 +141,38 @@ def test_onnxruntime_pool_threads_do_not_spin(exported) -> None:
     assert options.intra_op_num_threads == 2
 
 
+@pytest.mark.parametrize(("fmt", "beside"), [("onnx", 1), ("torchscript", 3)])
+def test_torch_runs_one_thread_beside_onnxruntime(fmt: str, beside: int, exported, pictures: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # torch's idle OpenMP workers spun on the cores onnxruntime computed on next: torch runs one
+    # thread while a batch is read and onnxruntime runs it, its own threads for decoding results;
+    # TorchScript runs on torch's threads (unchanged)
+    model = visionkit.load(exported("classification", fmt)[0])
+    seen: dict[str, set[int]] = {"read": set(), "run": set(), "decode": set()}
+    prepare, run, decode = model.preprocess.prepare, model.runner.backend.run, model.task_cls.decode
+
+    def spy(name: str, fn):
+        return lambda *a, **k: (seen[name].add(torch.get_num_threads()), fn(*a, **k))[1]
+
+    monkeypatch.setattr(model.preprocess, "prepare", spy("read", prepare))
+    monkeypatch.setattr(model.runner.backend, "run", spy("run", run))
+    monkeypatch.setattr(model, "task_cls", type("Spied", (), {"decode": staticmethod(spy("decode", decode))}))  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        results = model.predict(pictures, batch_size=2)
+        assert len(results) == len(pictures)
+        assert seen == {"read": {beside}, "run": {beside}, "decode": {3}}
+        assert torch.get_num_threads() == 3
+        with (
+            pytest.raises(ConfigError),
+            visionkit.inference.torch_threads(1),
+        ):  # restored when the block raises
+            raise ConfigError("boom")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("fmt", list(export.FORMATS))
 def test_exported_detector_runs_a_batch_of_mixed_sizes_in_one_call(fmt: str, exported, checkpoints: dict[str, Path], pictures: list[Path]) -> None:  # fmt: skip
     """Pictures of different sizes (and two of one size) go through the graph in one call, padded

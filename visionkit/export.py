@@ -475,7 +475,9 @@ def load_exported(path: str | os.PathLike, device: str = "cpu", threads: int | N
     path = Path(path)
     meta, module = read_meta(path)
     backend = OnnxRunner(path, threads) if module is None else TorchScriptRunner(module)
-    return Model(TASKS.get(meta["task"]), meta, Runner(backend, meta), str(path))
+    # beside onnxruntime's own pool, torch (decoding, pre- and post-processing) runs one thread
+    torch_threads = 1 if module is None else None
+    return Model(TASKS.get(meta["task"]), meta, Runner(backend, meta), str(path), torch_threads=torch_threads)  # fmt: skip
 
 
 # -- the check ------------------------------------------------------------------------------------------

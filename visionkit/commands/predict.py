@@ -91,7 +91,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = runner.setup(cfg, model_file=True)  # its path checks run before torch is imported
     import torch
 
-    from visionkit.data.predict import predict_loader
     from visionkit.inference import load
     from visionkit.overlays import save_png
     from visionkit.predictions import Classification, Detections, SemanticMap
@@ -105,10 +104,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         enable_tta(model.task, cfg.get("tta"))
     names = output_names(files, root)
     score_thresh = cfg.get("score_thresh")
-    loader = predict_loader(files, model.preprocess, int(cfg.get("batch_size") or 1), int(cfg.get("num_workers") or 0), keep_raw=True)  # fmt: skip
+    batches = model.batches(files, int(cfg.get("batch_size") or 1), int(cfg.get("num_workers") or 0), keep_raw=True)  # fmt: skip
     pictures, images, records, labels = [], [], [], []
-    for batch in loader:
-        for result, i, raw in zip(model.predict_batch(batch), batch["index"], batch["raw"], strict=True):  # fmt: skip
+    for batch, results in batches:
+        for result, i, raw in zip(results, batch["index"], batch["raw"], strict=True):
             path = files[i]
             overlay = PurePosixPath("predictions") / names[path]
             kwargs = {"score_thresh": float(score_thresh)} if score_thresh is not None and isinstance(result, Detections) else {}  # fmt: skip
