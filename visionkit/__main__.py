@@ -46,12 +46,14 @@ def _user_errors_to_exit(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     from visionkit.errors import VisionkitError, user_message
 
     def task_function(cfg: Any) -> Any:
+        from visionkit.allocator import keep_freed_memory
         from visionkit.distributed import end_process_group
         from visionkit.sweep import job
 
         job.export()  # Lightning's DDP children of this job run exactly this job
         job.use_stdlib_processes()  # data-loader workers inside joblib's workers
         try:
+            keep_freed_memory()  # batches' memory reused, not faulted in again (visionkit.allocator)
             if job.in_multirun():  # the next job starts clean; a failure is recorded, and
                 with job.isolated(), job.as_visionkit_main():  # raised for Hydra to mark the
                     return fn(cfg)  # job failed: the sweep goes on

@@ -118,10 +118,13 @@ def require_model_file(path: str | os.PathLike) -> Path:
 
 
 def load(path: str | os.PathLike, device: str = "cpu") -> Model:
-    """The model of a checkpoint or an exported file (``.onnx``, TorchScript ``.pt``/``.ts``)."""
+    """The model of a checkpoint or an exported file (``.onnx``, TorchScript ``.pt``/``.ts``).
+    Keeps freed memory for reuse from then on (see :mod:`visionkit.allocator`)."""
+    from visionkit.allocator import keep_freed_memory
     from visionkit.registries import TASKS
 
     path = require_model_file(path)
+    keep_freed_memory()
     if path.suffix in EXPORTED:
         from visionkit import export
 
