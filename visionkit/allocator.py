@@ -4,8 +4,9 @@ they are freed, so every batch's activations and gradients come back as fresh pa
 by a page fault: 20,000-50,000 faults per 400 images in batched prediction, half of a CPU training
 run's system time. Called once by ``python -m visionkit`` and by ``visionkit.load``.
 
-Set ``VISIONKIT_MALLOC=system`` to leave malloc as it is (``keep``, the default, sets it); glibc's own ``MALLOC_MMAP_THRESHOLD_`` /
-``MALLOC_TRIM_THRESHOLD_`` (or ``GLIBC_TUNABLES`` with malloc settings) take precedence as well.
+Set ``VISIONKIT_MALLOC=system`` to leave malloc as it is (``keep``, the default, sets it); glibc's
+own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (or ``GLIBC_TUNABLES`` with malloc
+settings) take precedence as well.
 """
 
 from __future__ import annotations

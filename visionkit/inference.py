@@ -99,9 +99,11 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     (semantic segmentation) with one torch thread up to and through each run)."""
     import torch
 
+    if threads is None:
+        yield
+        return
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(int(threads))
     try:
         yield
     finally:
