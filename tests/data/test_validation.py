@@ -3,6 +3,8 @@ verification level finds, parallel checks in order."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -110,6 +112,25 @@ def test_work_is_taken_one_chunk_at_a_time() -> None:
     assert next(results) == 0
     assert len(pulled) == 16
     results.close()
+
+
+ABANDONED = """
+import threading, time
+from visionkit.data.validation import parallel_map
+results = parallel_map(lambda x: time.sleep(0.2) or x, range(100), chunk=8)
+assert next(results) == 0
+# the garbage collector may close an abandoned map anywhere, even inside threading's lock that
+# a starting thread holds; closing it there must not join the pool's threads
+with threading._shutdown_locks_lock:
+    results.close()
+print("closed")
+"""
+
+
+def test_an_abandoned_map_closes_without_joining_its_threads() -> None:
+    out = subprocess.run([sys.executable, "-c", ABANDONED], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "closed"
 
 
 def test_root_formats_are_the_built_in_formats_that_require_their_root(tmp_path: Path) -> None:

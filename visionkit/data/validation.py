@@ -177,11 +177,19 @@ R = TypeVar("R")
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], chunk: int = 256) -> Iterator[R]:
     """``fn`` over ``items`` in a thread pool, results in input order (PIL decoding releases the
     GIL). Work is submitted ``chunk`` items at a time, so a consumer that stops at the first bad
-    file (error mode) leaves at most one chunk running, not the whole dataset."""
+    file (error mode) leaves at most one chunk running, not the whole dataset. Only a finished
+    map waits for its threads: an abandoned one is closed wherever the garbage collector finds it,
+    even inside ``threading``'s own lock while a thread starts, where joining deadlocked (a test
+    worker hung); its running items finish in the background, its queued ones are cancelled."""
     iterator = iter(items)
-    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2)) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2))
+    finished = False
+    try:
         while batch := list(itertools.islice(iterator, chunk)):
             yield from pool.map(fn, batch)
+        finished = True
+    finally:
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def check_image_files(
