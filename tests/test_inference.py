@@ -178,3 +178,26 @@ def test_load_prepares_the_model_for_prediction_only(ckpts: dict[str, Path], ima
     x = [oracle_input(p, 40) for p in images.values()]
     with torch.no_grad():
         torch.testing.assert_close(model.task.predict_outputs(x), trained.predict_outputs(x), atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+def test_torch_threads_restores_the_count_whatever_order_blocks_close_in() -> None:
+    # predict calls in two Python threads: one opens, the other opens, the first closes, then
+    # the second; a plain save-and-restore left torch at one thread for good
+    from visionkit.inference import torch_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        first, second = torch_threads(1), torch_threads(2)
+        first.__enter__()
+        assert torch.get_num_threads() == 1
+        second.__enter__()
+        assert torch.get_num_threads() == 2
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2  # the open block keeps its count
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 3
+        with torch_threads(None):
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

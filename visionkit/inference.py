@@ -12,6 +12,7 @@ run by onnxruntime, ``.pt`` TorchScript run by ``torch.jit.load``). Everything p
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,18 +97,32 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     unchanged). Beside onnxruntime, torch only decodes and pre- and post-processes; its idle OpenMP
     workers spin for a while after each parallel step, on the cores onnxruntime computes on next
     (2 cores, 400 images: onnxruntime's predict 218 -> 191 ms (classification) and 492 -> 419 ms
-    (semantic segmentation) with one torch thread up to and through each run)."""
+    (semantic segmentation) with one torch thread up to and through each run). The count is
+    process-wide: blocks open in several Python threads at once (or nested) restore the count
+    from before the first of them when the last one closes, whatever order they close in."""
     import torch
 
     if threads is None:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
+    token = object()
+    with _THREADS_LOCK:
+        if not _THREAD_REQUESTS:
+            _THREADS_BEFORE[0] = torch.get_num_threads()
+        _THREAD_REQUESTS.append((token, int(threads)))
+        torch.set_num_threads(int(threads))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _THREAD_REQUESTS[:] = [r for r in _THREAD_REQUESTS if r[0] is not token]
+            torch.set_num_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREADS_BEFORE[0])  # fmt: skip
+
+
+# torch_threads' open blocks (token, threads), newest last, and the count before the first of them
+_THREADS_LOCK = threading.Lock()
+_THREAD_REQUESTS: list[tuple[object, int]] = []
+_THREADS_BEFORE = [0]
 
 
 def require_model_file(path: str | os.PathLike) -> Path:
