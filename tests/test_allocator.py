@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 from visionkit import allocator
 from visionkit.errors import ConfigError
 
-glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+glibc = pytest.mark.skipif(not allocator._glibc(), reason="glibc's mallopt")
 
 # a model's activations: four 8 MiB blocks alive at once (glibc's malloc, as torch's CPU allocator
 # calls it), written, then freed; 40 batches: the page faults of the last 30

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 from visionkit.errors import ConfigError
 
@@ -42,7 +41,7 @@ def _set_thresholds() -> bool:
     choice = os.environ.get(ENV, "keep").strip().lower()
     if choice not in ("keep", "system"):
         raise ConfigError(f"environment variable {ENV}={os.environ[ENV]!r}: use 'keep' (the default) or 'system'")  # fmt: skip
-    if choice == "system" or platform.libc_ver()[0] != "glibc":
+    if choice == "system" or not _glibc():
         return False
     if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
         return False
@@ -54,3 +53,12 @@ def _set_thresholds() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))  # fmt: skip
+
+
+def _glibc() -> bool:
+    """Whether this process runs on glibc (asked of the C library itself: platform.libc_ver reads
+    the whole Python executable, slow for a statically linked one, and finds no glibc there)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system, or no GNU libc
+        return False
