@@ -163,12 +163,6 @@ def test_torch_runs_one_thread_beside_onnxruntime(fmt: str, beside: int, exporte
         assert len(results) == len(pictures)
         assert seen == {"read": {beside}, "run": {beside}, "decode": {3}}
         assert torch.get_num_threads() == 3
-        with (
-            pytest.raises(ConfigError),
-            visionkit.inference.torch_threads(1),
-        ):  # restored when the block raises
-            raise ConfigError("boom")
-        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
 

@@ -199,5 +199,8 @@ def test_torch_threads_restores_the_count_whatever_order_blocks_close_in() -> No
         assert torch.get_num_threads() == 3
         with torch_threads(None):
             assert torch.get_num_threads() == 3
+        with pytest.raises(ConfigError), torch_threads(1):  # restored when the block raises
+            raise ConfigError("boom")
+        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -127,6 +128,7 @@ print("closed")
 """
 
 
+@pytest.mark.skipif(not hasattr(threading, "_shutdown_locks_lock"), reason="CPython <= 3.12's lock")  # fmt: skip
 def test_an_abandoned_map_closes_without_joining_its_threads() -> None:
     out = subprocess.run([sys.executable, "-c", ABANDONED], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
